@@ -1,0 +1,141 @@
+"""Shared builders for train.py, eval.py and export.py: context, network, checkpoints."""
+import os
+
+import mindspore as ms
+from mindspore import nn
+
+from src.deepspeech2 import DeepSpeechModel, infer_model_size
+from src.text import load_labels
+
+# Non-network entries a training checkpoint may hold (optimizer state, bookkeeping).
+OPTIMIZER_PREFIXES = ("moment1.", "moment2.", "global_step", "learning_rate", "beta1_power",
+                      "beta2_power", "epoch_num", "step_num", "scale_sense", "current_iterator_step",
+                      "last_overflow_iterator_step")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or of another architecture."""
+
+
+def setup_context(cfg):
+    """Graph/PyNative mode and device from the config."""
+    mode = {"graph": ms.GRAPH_MODE, "pynative": ms.PYNATIVE_MODE}.get(cfg.mode)
+    if mode is None:
+        raise ValueError(f"mode must be 'graph' or 'pynative', got '{cfg.mode}'")
+    ms.set_context(mode=mode)
+    ms.set_device(cfg.device_target, cfg.device_id)
+    ms.set_seed(cfg.seed)
+
+
+def build_network(cfg, hidden_size=None, num_layers=None, bidirectional=None):
+    """DeepSpeechModel sized by the arguments, else by cfg.model."""
+    labels = load_labels(cfg.labels_path)
+    return DeepSpeechModel(
+        n_class=len(labels),
+        hidden_size=cfg.model.hidden_size if hidden_size is None else hidden_size,
+        num_layers=cfg.model.num_layers if num_layers is None else num_layers,
+        bidirectional=cfg.model.bidirectional if bidirectional is None else bidirectional,
+        n_freq=int(round(cfg.features.sample_rate * cfg.features.window_size)) // 2 + 1)
+
+
+def read_checkpoint(path):
+    """Parameter dict of a checkpoint file, with clear errors."""
+    if not path:
+        raise CheckpointError("no checkpoint given")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return ms.load_checkpoint(path)
+    except (ValueError, RuntimeError, OSError) as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from None
+
+
+def network_params(param_dict):
+    """The network's own entries of a checkpoint (optimizer state removed)."""
+    return {k: v for k, v in param_dict.items() if not k.startswith(OPTIMIZER_PREFIXES)}
+
+
+def load_weights(network, param_dict, source="checkpoint"):
+    """Load strictly: every network parameter present with its shape, nothing unexpected."""
+    params = network_params(param_dict)
+    expected = {p.name: tuple(p.shape) for p in network.get_parameters()}
+    missing = sorted(set(expected) - set(params))
+    unexpected = sorted(set(params) - set(expected))
+    wrong = [f"{k} {tuple(params[k].shape)} (network: {expected[k]})"
+             for k in sorted(set(expected) & set(params)) if tuple(params[k].shape) != expected[k]]
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)}: {', '.join(missing[:5])}")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)}: {', '.join(unexpected[:5])}")
+    if wrong:
+        problems.append(f"shape mismatch {len(wrong)}: {'; '.join(wrong[:5])}")
+    if problems:
+        raise CheckpointError(f"{source} does not fit this network: {' | '.join(problems)}")
+    ms.load_param_into_net(network, params, strict_load=True)
+
+
+def network_from_checkpoint(cfg, path, log=print):
+    """Network sized as the checkpoint says (hidden, layers, direction), its weights loaded."""
+    param_dict = read_checkpoint(path)
+    hidden, layers, bidirectional = infer_model_size(network_params(param_dict))
+    if (hidden, layers, bidirectional) != (cfg.model.hidden_size, cfg.model.num_layers,
+                                           cfg.model.bidirectional):
+        log(f"checkpoint {path} holds hidden_size={hidden}, num_layers={layers}, "
+            f"bidirectional={bidirectional}; using that instead of the config's")
+    network = build_network(cfg, hidden, layers, bidirectional)
+    load_weights(network, param_dict, source=path)
+    return network
+
+
+_unscale = ms.ops.MultitypeFuncGraph("unscale")
+
+
+@_unscale.register("Tensor", "Tensor")
+def _unscale_grad(scale, grad):
+    return grad * ms.ops.reciprocal(scale).astype(grad.dtype)
+
+
+class TrainStep(nn.TrainOneStepCell):
+    """One training step: loss, gradients, (data-parallel mean), global-norm clip, update."""
+
+    def __init__(self, loss_net, optimizer, max_grad_norm=0.0):
+        super().__init__(loss_net, optimizer)
+        self.max_grad_norm = float(max_grad_norm)
+
+    def construct(self, *inputs):
+        loss = self.network(*inputs)
+        sens = ms.ops.fill(loss.dtype, loss.shape, self.sens)
+        grads = self.grad(self.network, self.weights)(*inputs, sens)
+        grads = self.grad_reducer(grads)
+        if self.max_grad_norm > 0:
+            grads = ms.ops.clip_by_global_norm(grads, self.max_grad_norm)
+        return ms.ops.depend(loss, self.optimizer(grads))
+
+
+class ScaledTrainStep(nn.TrainOneStepWithLossScaleCell):
+    """TrainStep with dynamic loss scaling (GPU/Ascend: needs device overflow detection).
+
+    Returns (loss, overflow, scale); an overflowing step skips the update and lowers the scale.
+    """
+
+    def __init__(self, loss_net, optimizer, max_grad_norm=0.0, init_scale=2.0 ** 16):
+        manager = nn.DynamicLossScaleUpdateCell(loss_scale_value=init_scale, scale_factor=2,
+                                                scale_window=1000)
+        super().__init__(loss_net, optimizer, scale_sense=manager)
+        self.max_grad_norm = float(max_grad_norm)
+
+    def construct(self, *inputs):
+        loss = self.network(*inputs)
+        scale = self.scale_sense
+        status, scale = self.start_overflow_check(loss, scale)
+        sens = ms.ops.ones_like(loss) * scale.astype(loss.dtype)
+        grads = self.grad(self.network, self.weights)(*inputs, sens)
+        grads = self.hyper_map(ms.ops.partial(_unscale, scale), grads)
+        grads = self.grad_reducer(grads)
+        overflow = self.process_loss_scale(self.get_overflow_status(status, grads))
+        if not overflow:
+            if self.max_grad_norm > 0:
+                grads = ms.ops.clip_by_global_norm(grads, self.max_grad_norm)
+            loss = ms.ops.depend(loss, self.optimizer(grads))
+        return loss, overflow, scale

@@ -1,0 +1,26 @@
+"""Entry-point plumbing shared by train.py, eval.py and export.py."""
+import sys
+
+from src.config import ConfigError, load_config
+from src.env import prepare_environment
+
+
+def start(entry, argv=None):
+    """Parse the config for `entry` and prepare the environment before mindspore is imported.
+
+    Wrong input ends the process with one line on stderr and exit status 2.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        return None
+    try:
+        cfg = load_config(argv, entry=entry)
+        prepare_environment(cfg.device_target)
+    except (ConfigError, ValueError) as err:
+        sys.exit(f"{entry}.py: error: {err}")
+    return cfg
+
+
+def fail(entry, err):
+    """Report an expected error (bad data, checkpoint, ...) as one line and exit 1."""
+    sys.exit(f"{entry}.py: error: {err}")

@@ -1,0 +1,266 @@
+"""Manifests -> length-bucketed, padded batches -> a MindSpore dataset.
+
+Manifest formats (both read transparently):
+- CSV (model zoo / deepspeech.pytorch V2): "wav_path,txt_path[,duration_s]" per line.
+- JSON (deepspeech.pytorch V3): {"root_path": dir, "samples": [{"wav_path", "transcript_path"
+  [, "duration"]}]}, paths relative to root_path.
+Relative CSV paths are resolved against the manifest's folder. A missing duration is read from the
+audio header.
+
+Batching: utterances sorted by length are cut into batches of `batch_size` (similar lengths
+together); each batch is padded to one of `num_buckets` lengths (few compiled graph shapes); the
+batch order is shuffled every epoch with a seeded generator. Nothing is cropped: training
+utterances longer than `max_duration`, and those too long for CTC (more labels than output
+steps), are skipped and counted.
+"""
+import json
+import math
+import os
+from collections import Counter, namedtuple
+
+import numpy as np
+import soundfile as sf
+
+from src.deepspeech2 import output_lengths
+from src.features import AudioError, load_audio, num_frames, spectrogram, stft_params
+from src.text import TextEncoder, TextError
+
+Entry = namedtuple("Entry", "audio transcript duration where")  # where: "manifest:line"
+Utterance = namedtuple("Utterance", "audio transcript text label frames")
+
+COLUMNS = ["inputs", "input_lengths", "targets", "target_lengths"]
+
+
+class ManifestError(ValueError):
+    """A manifest problem; the message names the manifest and line."""
+
+
+def _read_csv(path):
+    base = os.path.dirname(os.path.abspath(path))
+    entries = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            parts = [p.strip() for p in line.split(",")]
+            if len(parts) not in (2, 3):
+                raise ManifestError(f"{path}:{n}: expected 'wav_path,txt_path[,duration]', "
+                                    f"got {line!r}")
+            try:
+                duration = float(parts[2]) if len(parts) == 3 else None
+            except ValueError:
+                raise ManifestError(f"{path}:{n}: duration {parts[2]!r} is not a number") from None
+            entries.append(Entry(os.path.join(base, parts[0]), os.path.join(base, parts[1]),
+                                 duration, f"{path}:{n}"))
+    return entries
+
+
+def _read_json(path):
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as err:
+            raise ManifestError(f"{path}: not valid JSON: {err}") from None
+    if not isinstance(data, dict) or "samples" not in data:
+        raise ManifestError(f"{path}: expected {{'root_path': ..., 'samples': [...]}}")
+    root = data.get("root_path") or os.path.dirname(os.path.abspath(path))
+    entries = []
+    for n, sample in enumerate(data["samples"], 1):
+        try:
+            audio, txt = sample["wav_path"], sample["transcript_path"]
+        except (KeyError, TypeError):
+            raise ManifestError(f"{path}: sample {n} needs 'wav_path' and 'transcript_path'") from None
+        entries.append(Entry(os.path.join(root, audio), os.path.join(root, txt),
+                             sample.get("duration"), f"{path}: sample {n}"))
+    return entries
+
+
+def read_manifest(path):
+    """List of Entry, in file order. Raises ManifestError naming the line of a missing file."""
+    if not os.path.isfile(path):
+        raise ManifestError(f"manifest not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        head = f.read(1)
+        while head.isspace():
+            head = f.read(1)
+    entries = _read_json(path) if head == "{" else _read_csv(path)
+    for e in entries:
+        for kind, file in (("audio", e.audio), ("transcript", e.transcript)):
+            if not os.path.isfile(file):
+                raise ManifestError(f"{e.where}: {kind} file not found: {file}")
+    return entries
+
+
+def write_manifests(entries, csv_path, json_path, root):
+    """Write one split's manifests: zoo CSV (absolute paths + duration) and V3 JSON (relative).
+
+    `entries`: iterable of (audio_path, transcript_path, duration_s), written in the given order.
+    """
+    entries = list(entries)
+    with open(csv_path, "w", encoding="utf-8") as f:
+        for audio, txt, dur in entries:
+            f.write(f"{os.path.abspath(audio)},{os.path.abspath(txt)},{dur:.6f}\n")
+    samples = [{"wav_path": os.path.relpath(a, root), "transcript_path": os.path.relpath(t, root),
+                "duration": round(d, 6)} for a, t, d in entries]
+    with open(json_path, "w", encoding="utf-8") as f:
+        json.dump({"root_path": os.path.abspath(root), "samples": samples}, f, indent=1)
+
+
+class Report(Counter):
+    """Counts of skipped utterances by reason, printed in the logs."""
+
+    def text(self):
+        return ", ".join(f"{n} {reason}" for reason, n in sorted(self.items())) or "none"
+
+
+def load_utterances(manifest, cfg, encoder, max_duration=None, ctc_filter=True, report=None):
+    """Read a manifest into Utterances (with encoded labels and frame counts).
+
+    Skips (and counts in `report`) utterances over `max_duration` seconds and, with `ctc_filter`
+    (training), those whose label cannot fit the network's output length under CTC.
+    """
+    report = Report() if report is None else report
+    sr = cfg.features.sample_rate
+    _, hop = stft_params(cfg.features)
+    utts = []
+    for e in read_manifest(manifest):
+        duration = e.duration
+        if duration is None:
+            try:
+                info = sf.info(e.audio)
+            except (RuntimeError, sf.LibsndfileError) as err:
+                raise AudioError(f"{e.where}: cannot read audio {e.audio}: {err}") from None
+            duration = info.frames / info.samplerate
+        if max_duration and duration > max_duration:
+            report["longer than max_duration"] += 1
+            continue
+        with open(e.transcript, encoding="utf-8") as f:
+            text = f.read()
+        try:
+            label = encoder.encode(text, source=f"{e.where} ({e.transcript})")
+        except TextError as err:
+            raise ManifestError(str(err)) from None
+        if not label and ctc_filter:
+            report["empty transcript"] += 1
+            continue
+        frames = num_frames(int(round(duration * sr)), hop)
+        repeats = sum(1 for a, b in zip(label, label[1:]) if a == b)
+        if ctc_filter and output_lengths(frames) < len(label) + repeats:
+            report["transcript too long for the audio (CTC)"] += 1
+            continue
+        utts.append(Utterance(e.audio, e.transcript, encoder.decode(label), label, frames))
+    if encoder.dropped:
+        report["characters dropped (not in labels.json)"] += sum(encoder.dropped.values())
+    return utts, report
+
+
+def make_batches(frames, batch_size, num_buckets):
+    """Group utterance indices into batches of similar length and pick each batch's pad length.
+
+    frames: per-utterance frame counts. Returns (batches, pad_lengths): batches are index arrays
+    (sorted by length, cut every `batch_size`), pad_lengths the padded frame count of each batch,
+    taken from at most `num_buckets` distinct values (quantiles of the batch maxima, +1 frame of
+    slack for resampled audio whose length the manifest rounds).
+    """
+    frames = np.asarray(frames)
+    order = np.argsort(frames, kind="stable")
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    maxima = np.array([frames[b].max() for b in batches])  # ascending
+    picks = np.unique(np.ceil(np.linspace(0, len(maxima) - 1, num_buckets + 1)[1:]).astype(int))
+    bounds = maxima[picks] + 1
+    pad = bounds[np.searchsorted(bounds, maxima + 1)]
+    return batches, pad
+
+
+def padding_fraction(frames, batches, pad_lengths):
+    """Fraction of the padded frames that are padding."""
+    real = sum(int(np.asarray(frames)[b].sum()) for b in batches)
+    total = sum(len(b) * int(p) for b, p in zip(batches, pad_lengths))
+    return 1.0 - real / max(total, 1)
+
+
+class BatchSource:
+    """Random-access source of padded batches for ms.dataset.GeneratorDataset.
+
+    Item i is global step i: epoch i // steps_per_epoch, the (seeded) shuffled batch order of that
+    epoch, restricted to this rank's shard. Item: inputs (B, 1, F, T) float32, input_lengths (B,)
+    int32, targets (B, S) int32 (S fixed per pad length), target_lengths (B,) int32.
+    """
+
+    def __init__(self, utts, cfg, batch_size, num_buckets, epochs=1, shuffle=False, seed=0,
+                 rank=0, group_size=1):
+        if not utts:
+            raise ManifestError("no usable utterances")
+        self.utts = utts
+        self.n_fft, self.hop = stft_params(cfg.features)
+        self.sample_rate = cfg.features.sample_rate
+        self.window = cfg.features.window
+        frames = [u.frames for u in utts]
+        self.batches, self.pad = make_batches(frames, batch_size, num_buckets)
+        self.padding_fraction = padding_fraction(frames, self.batches, self.pad)
+        # Label width per pad length: the longest label padded to it (fixed, so one graph each).
+        self.label_width = {}
+        for b, p in zip(self.batches, self.pad):
+            longest = max(len(utts[i].label) for i in b)
+            self.label_width[p] = max(self.label_width.get(p, 1), longest)
+        self.epochs, self.shuffle, self.seed = epochs, shuffle, seed
+        self.rank, self.group_size = rank, group_size
+        self.steps_per_epoch = len(self.batches) // group_size
+        if self.steps_per_epoch == 0:
+            raise ManifestError(f"{len(self.batches)} batches cannot feed {group_size} devices")
+
+    def epoch_order(self, epoch):
+        """Batch indices this rank visits in `epoch`."""
+        order = np.arange(len(self.batches))
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, epoch]).permutation(order)
+        usable = self.steps_per_epoch * self.group_size
+        return order[:usable][self.rank::self.group_size]
+
+    def batch_utterances(self, step):
+        """Utterances of global step `step`."""
+        epoch, k = divmod(step, self.steps_per_epoch)
+        return [self.utts[i] for i in self.batches[self.epoch_order(epoch)[k]]]
+
+    def __len__(self):
+        return self.epochs * self.steps_per_epoch
+
+    def __getitem__(self, step):
+        epoch, k = divmod(int(step), self.steps_per_epoch)
+        index = self.epoch_order(epoch)[k]
+        utts = [self.utts[i] for i in self.batches[index]]
+        pad = int(self.pad[index])
+        width = self.label_width[self.pad[index]]
+        n_freq = self.n_fft // 2 + 1
+        inputs = np.zeros((len(utts), 1, n_freq, pad), np.float32)
+        lengths = np.zeros(len(utts), np.int32)
+        targets = np.zeros((len(utts), width), np.int32)
+        target_lengths = np.zeros(len(utts), np.int32)
+        for j, u in enumerate(utts):
+            spec = spectrogram(load_audio(u.audio, self.sample_rate), self.n_fft, self.hop,
+                               self.window)  # (F, T)
+            if spec.shape[1] > pad:
+                raise ManifestError(f"{u.audio}: audio is {spec.shape[1]} frames, longer than its "
+                                    "manifest duration says; regenerate the manifest")
+            inputs[j, 0, :, :spec.shape[1]] = spec
+            lengths[j] = spec.shape[1]
+            targets[j, :len(u.label)] = u.label
+            target_lengths[j] = len(u.label)
+        return inputs, lengths, targets, target_lengths
+
+
+def create_dataset(source, num_parallel_workers=1, start_step=0):
+    """MindSpore dataset over `source` (BatchSource), from global step `start_step` on."""
+    import mindspore.dataset as ds
+    indices = list(range(start_step, len(source)))
+    sampler = ds.SequentialSampler() if start_step == 0 else ds.SubsetSampler(indices)
+    workers = max(1, int(num_parallel_workers))
+    return ds.GeneratorDataset(source, column_names=COLUMNS, sampler=sampler,
+                               num_parallel_workers=workers, python_multiprocessing=workers > 1,
+                               max_rowsize=-1)
+
+
+def make_encoder(cfg):
+    from src.text import load_labels
+    return TextEncoder(load_labels(cfg.labels_path), cfg.data.unknown_chars)

@@ -1,0 +1,59 @@
+"""Greedy CTC decoding and error rates (numpy + python-Levenshtein; no torch)."""
+import Levenshtein
+import numpy as np
+
+
+def greedy_decode(log_probs, lengths, labels):
+    """Best path per utterance: argmax per step, repeats merged, blanks removed.
+
+    log_probs: (T, B, C) array; lengths: (B,) valid steps; labels: list, blank last.
+    Returns a list of B strings.
+    """
+    blank = len(labels) - 1
+    best = np.asarray(log_probs).argmax(axis=-1)  # (T, B)
+    texts = []
+    for b, n in enumerate(np.asarray(lengths)):
+        path = best[: int(n), b]
+        keep = np.ones(len(path), dtype=bool)
+        keep[1:] = path[1:] != path[:-1]
+        texts.append("".join(labels[i] for i in path[keep] if i != blank))
+    return texts
+
+
+def word_errors(reference, hypothesis):
+    """(edit distance in words, number of reference words)."""
+    ref, hyp = reference.split(), hypothesis.split()
+    return Levenshtein.distance(ref, hyp), len(ref)
+
+
+def char_errors(reference, hypothesis):
+    """(edit distance in characters, number of reference characters), spaces included."""
+    return Levenshtein.distance(reference, hypothesis), len(reference)
+
+
+class ErrorRate:
+    """Corpus-level WER / CER: total edit distance / total reference length."""
+
+    def __init__(self):
+        self.word_edits = self.words = self.char_edits = self.chars = self.utterances = 0
+
+    def update(self, reference, hypothesis):
+        edits, n = word_errors(reference, hypothesis)
+        self.word_edits += edits
+        self.words += n
+        edits, n = char_errors(reference, hypothesis)
+        self.char_edits += edits
+        self.chars += n
+        self.utterances += 1
+
+    @property
+    def wer(self):
+        return 100.0 * self.word_edits / max(self.words, 1)
+
+    @property
+    def cer(self):
+        return 100.0 * self.char_edits / max(self.chars, 1)
+
+    def summary(self):
+        return {"wer": self.wer, "cer": self.cer, "utterances": self.utterances,
+                "words": self.words, "chars": self.chars}

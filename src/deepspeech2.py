@@ -1,0 +1,195 @@
+"""DeepSpeech2 network, parameter-compatible with the MindSpore model-zoo version.
+
+Spectrogram (B, 1, F=161, T) -> two Conv2d+BatchNorm+Tanh blocks -> stacked bidirectional LSTMs
+(directions summed) -> bias-free Dense -> logits (T', B, n_class).
+
+Parameter names and shapes match the zoo checkpoint (conv.conv1.weight, conv.bn1.gamma, ...,
+RNN.lstms.<i>.weight_ih_l0[_reverse], fc.module.weight), so its checkpoints load unchanged.
+Unlike the zoo network, padding never leaks into real frames: the first conv block's output is
+masked beyond each utterance's length, and the backward LSTM direction runs over each sequence
+reversed within its own length.
+"""
+from collections import namedtuple
+
+import mindspore as ms
+from mindspore import nn, ops
+
+# One conv layer of the front-end: kernel/stride/padding as (frequency, time).
+ConvLayer = namedtuple("ConvLayer", "out_channels kernel stride padding")
+
+# The zoo front-end. Both the network and the dataset derive lengths from this one spec.
+CONV_SPEC = (
+    ConvLayer(32, (41, 11), (2, 2), (20, 5)),
+    ConvLayer(32, (21, 11), (2, 1), (10, 5)),
+)
+
+
+def conv_out_size(size, axis, spec=CONV_SPEC):
+    """Size along `axis` (0 = frequency, 1 = time) after the conv front-end.
+
+    Works unchanged on Python ints, numpy integer arrays and MindSpore int tensors (only + and //),
+    so the dataset (numpy) and the graph (Tensor) use the very same formula.
+    """
+    for layer in spec:
+        size = (size + 2 * layer.padding[axis] - layer.kernel[axis]) // layer.stride[axis] + 1
+    return size
+
+
+def output_lengths(frames, spec=CONV_SPEC):
+    """Number of network output steps for `frames` spectrogram frames (int, array or Tensor)."""
+    return conv_out_size(frames, 1, spec)
+
+
+class ConvFrontEnd(nn.Cell):
+    """conv1 -> bn1 -> tanh -> (mask) -> conv2 -> bn2 -> tanh, names as the zoo's MaskConv."""
+
+    def __init__(self, spec=CONV_SPEC):
+        super().__init__()
+        assert len(spec) == 2, "the zoo front-end has exactly two conv layers"
+        in_ch = 1
+        convs, bns = [], []
+        for layer in spec:
+            pad = (layer.padding[0], layer.padding[0], layer.padding[1], layer.padding[1])
+            convs.append(nn.Conv2d(in_ch, layer.out_channels, layer.kernel, layer.stride,
+                                   pad_mode="pad", padding=pad, has_bias=False))
+            bns.append(nn.BatchNorm2d(layer.out_channels, momentum=0.9))
+            in_ch = layer.out_channels
+        self.conv1, self.conv2 = convs
+        self.bn1, self.bn2 = bns
+        self.spec = spec
+        self.tanh = nn.Tanh()
+
+    def construct(self, x, lengths):
+        """x: (B, 1, F, T) float; lengths: (B,) int32 input frames -> (B, C, F', T')."""
+        x = self.tanh(self.bn1(self.conv1(x)))  # (B, C, F1, T1)
+        # conv2 has time stride 1, so its input length is conv1's; zero the padded frames so that
+        # conv2's time kernel sees exactly the zeros it would see for the utterance alone.
+        len1 = conv_out_size(lengths, 1, self.spec[:1])
+        steps = ops.arange(x.shape[3], dtype=ms.int32)
+        mask = (steps.view(1, -1) < len1.view(-1, 1)).astype(x.dtype)  # (B, T1)
+        x = x * mask.view(mask.shape[0], 1, 1, -1)
+        return self.tanh(self.bn2(self.conv2(x)))  # (B, C, F', T')
+
+
+class MaskedLSTM(nn.LSTM):
+    """One (bi)LSTM layer with the zoo's parameter names whose directions are summed.
+
+    nn.LSTM's own `seq_length` path falls back to a Python-loop RNN on CPU that cannot compile
+    long sequences. Here both directions run the fused kernel over the padded batch: the forward
+    direction is exact for real frames as is (padding comes after them); the backward direction
+    runs over each sequence reversed within its own length, which is exact too.
+    """
+
+    def __init__(self, input_size, hidden_size, bidirectional=True):
+        super().__init__(input_size, hidden_size, num_layers=1, has_bias=True,
+                         batch_first=False, bidirectional=bidirectional)
+
+    def construct(self, x, lengths):
+        """x: (T, B, I); lengths: (B,) int32 -> (T, B, H)."""
+        batch = x.shape[1]
+        zeros = ops.zeros((batch, self.hidden_size), x.dtype)
+        state = (zeros, zeros)
+        out, _ = self.rnn(x, state, None, self.w_ih_list[0], self.w_hh_list[0],
+                          self.b_ih_list[0], self.b_hh_list[0])  # (T, B, H)
+        if self.bidirectional:
+            x_rev = self.reverse_sequence(x, lengths)  # (T, B, I), reversed within each length
+            out_b, _ = self.rnn(x_rev, state, None, self.w_ih_list[1], self.w_hh_list[1],
+                                self.b_ih_list[1], self.b_hh_list[1])
+            out = out + self.reverse_sequence(out_b, lengths)  # directions summed, (T, B, H)
+        return out
+
+
+class StackedRNN(nn.Cell):
+    """`num_layers` MaskedLSTM layers, named RNN.lstms.<i>.* as in the zoo."""
+
+    def __init__(self, input_size, hidden_size, num_layers, bidirectional=True):
+        super().__init__()
+        sizes = [input_size] + [hidden_size] * (num_layers - 1)
+        self.lstms = nn.CellList([MaskedLSTM(s, hidden_size, bidirectional) for s in sizes])
+
+    def construct(self, x, lengths):
+        for lstm in self.lstms:
+            x = lstm(x, lengths)
+        return x
+
+
+class SequenceWise(nn.Cell):
+    """Applies `module` to every time step: (T, B, H) -> (T, B, O). Name kept for fc.module.*."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def construct(self, x):
+        t, b, h = x.shape
+        y = self.module(x.view(t * b, h))  # (T*B, O)
+        return y.view(t, b, -1)
+
+
+class DeepSpeechModel(nn.Cell):
+    """DeepSpeech2 acoustic model.
+
+    construct(x, lengths): x (B, 1, n_freq, T) float32 spectrogram, lengths (B,) int32 frames
+    -> (logits (T', B, n_class), output lengths (B,) int32).
+    """
+
+    def __init__(self, n_class=29, hidden_size=1024, num_layers=5, bidirectional=True,
+                 n_freq=161):
+        super().__init__()
+        self.conv = ConvFrontEnd()
+        rnn_input = CONV_SPEC[-1].out_channels * conv_out_size(n_freq, 0)
+        self.RNN = StackedRNN(rnn_input, hidden_size, num_layers, bidirectional)
+        self.fc = SequenceWise(nn.Dense(hidden_size, n_class, has_bias=False))
+
+    def construct(self, x, lengths):
+        out_lengths = output_lengths(lengths)
+        x = self.conv(x, lengths)  # (B, C, F', T')
+        b, c, f, t = x.shape
+        x = x.view(b, c * f, t).transpose(2, 0, 1)  # (T', B, C*F')
+        x = self.RNN(x, out_lengths)  # (T', B, H)
+        return self.fc(x), out_lengths  # (T', B, n_class), (B,)
+
+
+class InferenceNet(nn.Cell):
+    """Eval/export wrapper: (x, lengths) -> (log-probabilities (T', B, n_class), lengths)."""
+
+    def __init__(self, network):
+        super().__init__(auto_prefix=False)
+        self.network = network
+        self.log_softmax = nn.LogSoftmax(axis=-1)
+
+    def construct(self, x, lengths):
+        logits, out_lengths = self.network(x, lengths)
+        return self.log_softmax(logits), out_lengths
+
+
+class CTCLossCell(nn.Cell):
+    """Network + CTC loss (blank = last label), mean over the batch as in the zoo.
+
+    construct(x (B,1,F,T), lengths (B,), targets (B, S) int32 padded, target_lengths (B,)).
+    """
+
+    def __init__(self, network, blank):
+        super().__init__(auto_prefix=False)
+        self.network = network
+        self.ctc = nn.CTCLoss(blank=blank, reduction="none", zero_infinity=False)
+        self.log_softmax = nn.LogSoftmax(axis=-1)
+
+    def construct(self, x, lengths, targets, target_lengths):
+        logits, out_lengths = self.network(x, lengths)
+        log_probs = self.log_softmax(logits)  # (T', B, C)
+        loss = self.ctc(log_probs, targets, out_lengths, target_lengths)  # (B,)
+        return loss.mean()
+
+
+def infer_model_size(param_dict):
+    """(hidden_size, num_layers, bidirectional) read from checkpoint parameter names/shapes."""
+    key = "RNN.lstms.0.weight_hh_l0"
+    if key not in param_dict:
+        raise ValueError(f"not a DeepSpeech2 checkpoint: it has no parameter '{key}'")
+    hidden = int(param_dict[key].shape[1])
+    layers = 0
+    while f"RNN.lstms.{layers}.weight_hh_l0" in param_dict:
+        layers += 1
+    bidirectional = "RNN.lstms.0.weight_hh_l0_reverse" in param_dict
+    return hidden, layers, bidirectional

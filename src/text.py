@@ -1,0 +1,60 @@
+"""Labels and transcript encoding. labels.json: index 0 apostrophe, 1..26 A..Z, 27 space, 28 blank.
+
+Unlike the zoo, label id 0 (the apostrophe) is kept, and characters outside the labels are never
+dropped silently: policy "error" raises naming the file and character; "drop" removes them and
+counts every removal in a Counter that the caller reports.
+"""
+import json
+import re
+from collections import Counter
+
+BLANK = "_"
+
+
+class TextError(ValueError):
+    """A transcript that cannot be encoded; the message names the file and the character."""
+
+
+def load_labels(path):
+    """The label list; the CTC blank must be last (MindSpore's convention)."""
+    with open(path, encoding="utf-8") as f:
+        labels = json.load(f)
+    if not isinstance(labels, list) or not labels or labels[-1] != BLANK:
+        raise ValueError(f"{path}: labels must be a JSON list ending with the blank '{BLANK}'")
+    return labels
+
+
+def normalize_transcript(text):
+    """Upper-case, whitespace collapsed to single spaces, trimmed."""
+    return re.sub(r"\s+", " ", text.upper()).strip()
+
+
+class TextEncoder:
+    """Transcript <-> label ids."""
+
+    def __init__(self, labels, unknown_chars="error"):
+        if unknown_chars not in ("error", "drop"):
+            raise ValueError(f"unknown_chars must be 'error' or 'drop', got '{unknown_chars}'")
+        self.labels = list(labels)
+        self.blank_id = len(self.labels) - 1
+        self.char_to_id = {c: i for i, c in enumerate(self.labels[:-1])}
+        self.policy = unknown_chars
+        self.dropped = Counter()  # character -> times removed (policy "drop")
+
+    def encode(self, text, source="<text>"):
+        """Normalised text -> list of ids. `source` names the file in errors."""
+        text = normalize_transcript(text)
+        ids = []
+        for ch in text:
+            idx = self.char_to_id.get(ch)
+            if idx is None:
+                if self.policy == "error":
+                    raise TextError(f"{source}: character {ch!r} is not in labels.json "
+                                    "(set data.unknown_chars=drop to remove such characters)")
+                self.dropped[ch] += 1
+                continue
+            ids.append(idx)
+        return ids
+
+    def decode(self, ids):
+        return "".join(self.labels[i] for i in ids)

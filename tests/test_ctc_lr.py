@@ -1,0 +1,91 @@
+"""CTC loss against a numpy forward algorithm; the lr schedule and the optimizer's use of it."""
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+
+from src.lr_generator import get_lr
+
+
+def numpy_ctc_nll(log_probs, label, blank):
+    """-log p(label | log_probs) by the CTC forward (alpha) recursion. log_probs: (T, C)."""
+    ext = [blank]
+    for k in label:
+        ext += [k, blank]
+    T, S = log_probs.shape[0], len(ext)
+    alpha = np.full(S, -np.inf)
+    alpha[0] = log_probs[0, blank]
+    if S > 1:
+        alpha[1] = log_probs[0, ext[1]]
+    for t in range(1, T):
+        prev = alpha.copy()
+        for s in range(S):
+            terms = [prev[s]]
+            if s >= 1:
+                terms.append(prev[s - 1])
+            if s >= 2 and ext[s] != blank and ext[s] != ext[s - 2]:
+                terms.append(prev[s - 2])
+            alpha[s] = logsumexp(terms) + log_probs[t, ext[s]]
+    return -logsumexp(alpha[-2:]) if S > 1 else -alpha[-1]
+
+
+def test_ctc_loss_cell_matches_numpy(ms_context):
+    ms = ms_context
+    from mindspore import nn
+    from src.deepspeech2 import CTCLossCell
+
+    class Logits(nn.Cell):
+        """Stands in for the network: the 'spectrogram' is already the logits (T, B, C)."""
+        def construct(self, x, lengths):
+            return x, lengths
+
+    rng = np.random.default_rng(0)
+    T, B, C, blank = 12, 3, 29, 28
+    logits = rng.standard_normal((T, B, C)).astype(np.float32) * 2
+    lengths = np.array([12, 9, 5], np.int32)
+    labels = [[1, 1, 2, 27, 5], [0, 3, 3], [7]]  # repeats need a blank between them
+    targets = np.zeros((B, 5), np.int32)
+    for b, lab in enumerate(labels):
+        targets[b, :len(lab)] = lab
+    target_lengths = np.array([len(lab) for lab in labels], np.int32)
+    loss = CTCLossCell(Logits(), blank)(ms.Tensor(logits), ms.Tensor(lengths),
+                                        ms.Tensor(targets), ms.Tensor(target_lengths))
+    log_probs = logits - logsumexp(logits, axis=2, keepdims=True)
+    want = np.mean([numpy_ctc_nll(log_probs[:lengths[b], b], labels[b], blank) for b in range(B)])
+    assert float(loss.asnumpy()) == pytest.approx(want, rel=1e-4)
+
+
+def test_lr_schedule_hand_computed():
+    lr = get_lr(1.0, total_epochs=4, steps_per_epoch=2, warmup_steps=3, hold_epochs=2, anneal=2.0)
+    want = [1 / 3, 2 / 3, 1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
+    np.testing.assert_allclose(lr, want, rtol=1e-6)
+    flat = get_lr(0.1, 3, 1)  # hold 0: the anneal starts at once (the zoo holds half the epochs)
+    np.testing.assert_allclose(flat, [0.1 / 1.1, 0.1 / 1.1 ** 2, 0.1 / 1.1 ** 3], rtol=1e-6)
+
+
+def test_optimizer_steps_by_the_schedule(ms_context):
+    """With beta1, beta2 ~ 0 every Adam update is lr * sign(grad): its size is the step's lr."""
+    ms = ms_context
+    from src.config import load_config
+    from src.builders import build_network
+    from src.training import build_optimizer, build_train_step
+
+    cfg = load_config(["--hidden_size=8", "--num_layers=1", "--beta1=1e-9", "--beta2=1e-9",
+                       "--weight_decay=0", "--max_grad_norm=0"])
+    net = build_network(cfg)
+    lr = get_lr(1e-3, total_epochs=3, steps_per_epoch=2, warmup_steps=2, hold_epochs=1, anneal=2.0)
+    opt = build_optimizer(net, cfg, lr)
+    step = build_train_step(net, opt, cfg, blank=28)
+    step.set_train(True)
+    rng = np.random.default_rng(1)
+    x = ms.Tensor(rng.standard_normal((2, 1, 161, 40)).astype(np.float32))
+    lengths = ms.Tensor(np.array([40, 30], np.int32))
+    targets = ms.Tensor(np.array([[1, 2, 3], [4, 5, 0]], np.int32))
+    target_lengths = ms.Tensor(np.array([3, 2], np.int32))
+    weight = next(p for p in net.trainable_params() if p.name == "fc.module.weight")
+    seen = []
+    for k in range(len(lr)):
+        before = weight.asnumpy().copy()
+        step(x, lengths, targets, target_lengths)
+        delta = np.abs(weight.asnumpy() - before)
+        seen.append(float(np.median(delta[delta > 0])))
+    np.testing.assert_allclose(seen, lr, rtol=1e-3)

@@ -1,0 +1,163 @@
+"""data_prep/librispeech.py on small archives of the real LibriSpeech layout (real FLAC)."""
+import io
+import json
+import os
+import sys
+import tarfile
+
+import numpy as np
+import soundfile as sf
+
+from conftest import run
+
+SR = 16000
+
+
+def flac_bytes(seconds, sr=SR, seed=0):
+    wave = (np.random.default_rng(seed).standard_normal(int(seconds * sr)) * 2000).astype(np.int16)
+    buf = io.BytesIO()
+    sf.write(buf, wave, sr, format="FLAC", subtype="PCM_16")
+    return buf.getvalue(), wave
+
+
+def add(tar, name, payload):
+    info = tarfile.TarInfo(name)
+    info.size = len(payload)
+    tar.addfile(info, io.BytesIO(payload))
+
+
+def make_archive(path, subset, utts, extra=None, trans_extra=""):
+    """utts: {utt_id: (seconds, transcript, sample_rate)} -> <subset>.tar.gz; returns waves."""
+    waves = {}
+    with tarfile.open(path, "w:gz") as tar:
+        add(tar, "LibriSpeech/README.TXT", b"readme")
+        by_chapter = {}
+        for utt, (sec, text, sr) in sorted(utts.items()):
+            spk, chap, _ = utt.split("-")
+            payload, waves[utt] = flac_bytes(sec, sr, seed=len(waves))
+            add(tar, f"LibriSpeech/{subset}/{spk}/{chap}/{utt}.flac", payload)
+            if text is not None:
+                by_chapter.setdefault((spk, chap), []).append(f"{utt} {text}")
+        for (spk, chap), lines in by_chapter.items():
+            body = "\n".join(lines) + "\n" + trans_extra
+            add(tar, f"LibriSpeech/{subset}/{spk}/{chap}/{spk}-{chap}.trans.txt", body.encode())
+        for fn in extra or []:
+            fn(tar)
+    return waves
+
+
+def prep(src, out, *extra, ok=True):
+    return run([sys.executable, "data_prep/librispeech.py", "--source_dir", str(src),
+                "--target_dir", str(out), "--workers", "2", "--train_subsets", "train-clean-100",
+                "--val_subsets", "dev-clean", "--test_clean_subsets", "test-clean",
+                "--test_other_subsets", "test-other", *extra], ok=ok)
+
+
+def test_archives_to_splits_and_manifests(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    train = make_archive(src / "train-clean-100.tar.gz", "train-clean-100", {
+        "19-198-0001": (2.0, "HELLO THERE", SR),
+        "19-198-0002": (1.5, "IT'S A TEST", SR),
+        "26-495-0000": (3.0, "THE LAST ONE", 22050),  # resampled
+        "26-495-0001": (0.5, "TOO SHORT", SR),  # under the 1 s train filter
+    })
+    make_archive(src / "test-clean.tar.gz", "test-clean", {"61-70968-0000": (1.2, "CLEAN", SR)})
+    make_archive(src / "test-other.tar.gz", "test-other", {"367-130732-0000": (1.1, "OTHER", SR)})
+    proc = prep(src, out)
+    assert "train: 3 utterances" in proc.stdout and "1 duration" in proc.stdout
+
+    lines = (out / "libri_train_manifest.csv").read_text().splitlines()
+    durations = [float(line.split(",")[2]) for line in lines]
+    assert durations == sorted(durations) and len(lines) == 3  # sorted by duration
+    wav, txt, _ = lines[0].split(",")
+    assert os.path.isabs(wav) and wav.endswith("train/wav/19-198-0002.wav")
+    assert open(txt).read() == "IT'S A TEST"
+    data, sr = sf.read(wav, dtype="int16")
+    assert sr == SR and data.ndim == 1 and sf.info(wav).subtype == "PCM_16"
+    np.testing.assert_array_equal(data, train["19-198-0002"])  # lossless copy of the FLAC
+    resampled = sf.info(str(out / "train/wav/26-495-0000.wav"))
+    assert resampled.samplerate == SR and abs(resampled.frames - 3 * SR) <= 1
+
+    manifest = json.loads((out / "libri_test_other_manifest.json").read_text())
+    assert manifest["root_path"] == str(out / "test_other")
+    assert manifest["samples"] == [{"wav_path": "wav/367-130732-0000.wav",
+                                    "transcript_path": "txt/367-130732-0000.txt",
+                                    "duration": 1.1}]
+    assert "OTHER" not in (out / "libri_test_clean_manifest.csv").read_text()
+
+    before = {p: os.path.getmtime(p) for p in (out / "train/wav").iterdir()}
+    csv_before = (out / "libri_train_manifest.csv").read_bytes()
+    prep(src, out)  # a re-run skips finished files and writes the same manifests
+    assert {p: os.path.getmtime(p) for p in (out / "train/wav").iterdir()} == before
+    assert (out / "libri_train_manifest.csv").read_bytes() == csv_before
+
+
+def test_bad_input_is_reported_by_name_and_the_rest_goes_on(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+
+    def evil(tar):
+        payload, _ = flac_bytes(1.0)
+        add(tar, "../evil-1-0001.flac", payload)
+        add(tar, "/tmp/abs-1-0001.flac", payload)
+        link = tarfile.TarInfo("LibriSpeech/train-clean-100/9/9/9-9-0009.flac")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+        add(tar, "LibriSpeech/train-clean-100/7/7/7-7-0001.flac", b"fLaC garbage")
+
+    make_archive(src / "train-clean-100.tar.gz", "train-clean-100", {
+        "1-2-0001": (1.5, "GOOD ONE", SR),
+        "1-2-0002": (1.5, "BAD-CHARACTER", SR),
+        "1-2-0003": (1.5, None, SR),  # audio, no transcript line
+    }, extra=[evil], trans_extra="1-2-0004 NO AUDIO FOR THIS LINE\n")
+    proc = prep(src, out)
+    assert "train: 1 utterances" in proc.stdout
+    report = (out / "skipped_train.txt").read_text() + (out / "skipped_archives.txt").read_text()
+    for needle in ("'../evil-1-0001.flac'\trefused: '..' in path",
+                   "'/tmp/abs-1-0001.flac'\trefused: absolute path",
+                   "9-9-0009.flac'\trefused: link", "7-7-0001\tunreadable audio",
+                   "1-2-0002\tcharacter outside labels.json", "1-2-0003\taudio with no transcript",
+                   "1-2-0004\ttranscript line with no audio"):
+        assert needle in report, needle
+    assert not (tmp_path / "evil-1-0001.flac").exists() and not os.path.exists("/tmp/abs-1-0001.wav")
+    assert prep(src, out, "--strict", ok=False).returncode == 1
+
+
+def test_truncated_archive_and_nothing_usable(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    make_archive(src / "train-clean-100.tar.gz", "train-clean-100",
+                 {f"5-6-{i:04d}": (1.2, "WORDS", SR) for i in range(6)})
+    data = (src / "train-clean-100.tar.gz").read_bytes()
+    (src / "train-clean-100.tar.gz").write_bytes(data[: len(data) // 2])
+    proc = prep(src, out, ok=False)
+    assert "truncated or corrupt archive" in (out / "skipped_archives.txt").read_text()
+    usable = (out / "libri_train_manifest.csv")
+    assert proc.returncode == (0 if usable.exists() else 1)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = prep(empty, tmp_path / "out2", ok=False)
+    assert proc.returncode == 1 and "no usable utterance" in proc.stderr
+
+
+def test_download_resumes_and_checks_md5(tmp_path):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
+    from data_prep import librispeech
+    served = tmp_path / "served"
+    served.mkdir()
+    payload = os.urandom(300_000)
+    (served / "dev-clean.tar.gz").write_bytes(payload)
+    dest = tmp_path / "dl"
+    dest.mkdir()
+    (dest / "dev-clean.tar.gz.part").write_bytes(payload[:1000])  # an interrupted download
+    url = "file://" + str(served) + "/{subset}.tar.gz"
+    try:
+        librispeech.download("dev-clean", str(dest), url)
+        raise AssertionError("MD5 mismatch not detected")
+    except librispeech.PrepError as err:
+        assert "MD5" in str(err)
+    assert not (dest / "dev-clean.tar.gz").exists()
+    (served / "my-subset.tar.gz").write_bytes(payload)  # no published MD5: accepted as is
+    path = librispeech.download("my-subset", str(dest), url)
+    assert open(path, "rb").read() == payload

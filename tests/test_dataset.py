@@ -1,0 +1,109 @@
+"""Manifests (CSV and JSON), bucketing, batches and their padding."""
+import json
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from src.config import load_config
+from src.dataset import (BatchSource, ManifestError, load_utterances, make_batches, make_encoder,
+                         read_manifest, write_manifests)
+from src.features import load_audio, spectrogram
+
+
+def make_corpus(root, durations, texts=None):
+    """wav/ + txt/ files; returns [(wav, txt, duration)]."""
+    os.makedirs(root / "wav", exist_ok=True)
+    os.makedirs(root / "txt", exist_ok=True)
+    rng = np.random.default_rng(0)
+    entries = []
+    for i, dur in enumerate(durations):
+        wav, txt = root / "wav" / f"u{i}.wav", root / "txt" / f"u{i}.txt"
+        sf.write(wav, (rng.standard_normal(int(dur * 16000)) * 3000).astype(np.int16), 16000)
+        txt.write_text(texts[i] if texts else "HELLO WORLD")
+        entries.append((str(wav), str(txt), dur))
+    return entries
+
+
+def test_csv_and_json_round_trip(tmp_path):
+    entries = make_corpus(tmp_path, [1.0, 0.5, 2.25])
+    write_manifests(entries, tmp_path / "m.csv", tmp_path / "m.json", tmp_path)
+    for name in ("m.csv", "m.json"):
+        got = read_manifest(str(tmp_path / name))
+        assert [(e.audio, e.transcript, e.duration) for e in got] == entries
+    data = json.loads((tmp_path / "m.json").read_text())
+    assert data["root_path"] == str(tmp_path)
+    assert data["samples"][0]["wav_path"] == "wav/u0.wav"
+
+
+def test_zoo_csv_without_duration_reads_it_from_the_audio(tmp_path):
+    entries = make_corpus(tmp_path, [0.75, 1.5])
+    (tmp_path / "zoo.csv").write_text("".join(f"{w},{t}\n" for w, t, _ in entries))
+    cfg = load_config([])
+    utts, _ = load_utterances(str(tmp_path / "zoo.csv"), cfg, make_encoder(cfg))
+    assert [u.frames for u in utts] == [1 + 12000 // 160, 1 + 24000 // 160]
+
+
+def test_missing_file_names_the_manifest_line(tmp_path):
+    entries = make_corpus(tmp_path, [1.0, 1.0])
+    lines = [f"{w},{t}" for w, t, _ in entries] + [f"{tmp_path}/nope.wav,{entries[0][1]}"]
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ManifestError, match=r"m\.csv:3: audio file not found: .*nope\.wav"):
+        read_manifest(str(tmp_path / "m.csv"))
+    with pytest.raises(ManifestError, match="manifest not found"):
+        read_manifest(str(tmp_path / "none.csv"))
+
+
+def test_filters_are_counted_not_cropped(tmp_path):
+    long_text = "A LONG TRANSCRIPT THAT CANNOT FIT INTO HALF A SECOND OF AUDIO AT ALL"
+    entries = make_corpus(tmp_path, [1.0, 20.0, 0.5], ["OK", "TOO LONG AUDIO", long_text])
+    write_manifests(entries, tmp_path / "m.csv", tmp_path / "m.json", tmp_path)
+    cfg = load_config([])
+    utts, report = load_utterances(str(tmp_path / "m.csv"), cfg, make_encoder(cfg),
+                                   max_duration=15.0)
+    assert [u.text for u in utts] == ["OK"]
+    assert report == {"longer than max_duration": 1, "transcript too long for the audio (CTC)": 1}
+
+
+def test_make_batches_covers_everything_with_few_lengths():
+    frames = np.random.default_rng(0).integers(100, 1500, size=1003)
+    batches, pad = make_batches(frames, batch_size=16, num_buckets=6)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(1003))  # every utterance exactly once
+    assert all(pad[i] >= frames[b].max() for i, b in enumerate(batches))
+    assert len(set(pad.tolist())) <= 6
+    spread = [frames[b].max() - frames[b].min() for b in batches]
+    assert max(spread) < 60  # sorted batches hold similar lengths
+
+
+def test_batches_pad_with_zeros_and_shuffle_per_epoch(tmp_path):
+    entries = make_corpus(tmp_path, [0.3, 0.9, 0.5, 1.2, 0.7, 0.4, 1.0],
+                          ["A", "B C", "D", "E F G", "H", "I", "JK"])
+    write_manifests(entries, tmp_path / "m.csv", tmp_path / "m.json", tmp_path)
+    cfg = load_config([])
+    utts, _ = load_utterances(str(tmp_path / "m.json"), cfg, make_encoder(cfg))
+    src = BatchSource(utts, cfg, batch_size=2, num_buckets=2, epochs=3, shuffle=True, seed=1)
+    assert len(src) == 3 * 4
+    orders = [src.epoch_order(e).tolist() for e in range(3)]
+    assert all(sorted(o) == [0, 1, 2, 3] for o in orders) and len(set(map(tuple, orders))) > 1
+    inputs, lengths, targets, target_lengths = src[5]
+    for j, u in enumerate(src.batch_utterances(5)):
+        spec = spectrogram(load_audio(u.audio, 16000))
+        assert lengths[j] == spec.shape[1] == u.frames
+        np.testing.assert_array_equal(inputs[j, 0, :, :lengths[j]], spec)
+        assert not inputs[j, 0, :, lengths[j]:].any()
+        assert targets[j, :target_lengths[j]].tolist() == u.label
+
+
+def test_shards_partition_each_epoch(tmp_path):
+    entries = make_corpus(tmp_path, [0.6 + 0.05 * i for i in range(8)])
+    write_manifests(entries, tmp_path / "m.csv", tmp_path / "m.json", tmp_path)
+    cfg = load_config([])
+    utts, _ = load_utterances(str(tmp_path / "m.csv"), cfg, make_encoder(cfg))
+    shards = [BatchSource(utts, cfg, 2, 3, epochs=2, shuffle=True, seed=4, rank=r, group_size=2)
+              for r in range(2)]
+    for epoch in range(2):
+        seen = [u.audio for s in shards for k in range(s.steps_per_epoch)
+                for u in s.batch_utterances(epoch * s.steps_per_epoch + k)]
+        assert len(seen) == 8 and len(set(seen)) == 8  # 4 batches / 2 ranks: all, none twice

@@ -1,0 +1,60 @@
+"""Features against librosa, audio loading edge cases."""
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+
+from src.features import AudioError, load_audio, num_frames, spectrogram
+
+
+def librosa_reference(wave, window):
+    spec = np.abs(librosa.stft(wave, n_fft=320, hop_length=160, win_length=320, window=window,
+                               center=True, pad_mode="constant"))
+    spec = np.log1p(spec)
+    return (spec - spec.mean()) / spec.std()
+
+
+@pytest.mark.parametrize("window", ["hamming", "hann", "blackman"])
+@pytest.mark.parametrize("n", [1600, 16000 + 37, 4321])
+def test_spectrogram_matches_librosa(window, n):
+    wave = np.random.default_rng(n).standard_normal(n).astype(np.float32) * 0.1
+    got = spectrogram(wave, 320, 160, window)
+    want = librosa_reference(wave, window)
+    assert got.shape == want.shape == (161, num_frames(n, 160))
+    np.testing.assert_allclose(got, want, atol=2e-4)
+
+
+def test_silence_does_not_divide_by_zero():
+    spec = spectrogram(np.zeros(3200, np.float32))
+    assert np.isfinite(spec).all()
+
+
+def test_load_audio_int16_scaling_and_stereo_downmix(tmp_path):
+    left = np.array([32767, -32767, 1000, 0], np.int16)
+    right = np.array([32767, 32767, -1000, 0], np.int16)
+    path = tmp_path / "stereo.wav"
+    sf.write(path, np.stack([left, right], 1), 16000, subtype="PCM_16")
+    wave = load_audio(str(path), 16000)
+    np.testing.assert_allclose(wave, (left.astype(np.float32) + right) / 2 / 32767, atol=1e-6)
+
+
+def test_flac_and_resampling(tmp_path):
+    t = np.arange(8000) / 8000
+    tone = (0.5 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16)
+    path = tmp_path / "tone8k.flac"
+    sf.write(path, tone, 8000, subtype="PCM_16")
+    wave = load_audio(str(path), 16000)
+    assert abs(len(wave) - 16000) <= 1  # one second at the new rate, not misread as 0.5 s
+    peak = np.argmax(np.abs(np.fft.rfft(wave[:16000])))
+    assert abs(peak - 440) <= 1  # still a 440 Hz tone
+
+
+def test_corrupt_and_empty_audio_name_the_file(tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF not really a wav")
+    with pytest.raises(AudioError, match="bad.wav"):
+        load_audio(str(bad), 16000)
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, np.int16), 16000, subtype="PCM_16")
+    with pytest.raises(AudioError, match="empty"):
+        load_audio(str(empty), 16000)

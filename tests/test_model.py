@@ -1,0 +1,140 @@
+"""Network: zoo checkpoint compatibility, a numpy reference forward pass, padding invariance."""
+import numpy as np
+import pytest
+
+from src.deepspeech2 import output_lengths
+
+
+def zoo_shapes(hidden=1024, layers=5, n_class=29):
+    """Parameter names/shapes of the zoo network, written from the spec, not from our code."""
+    shapes = {"conv.conv1.weight": (32, 1, 41, 11), "conv.conv2.weight": (32, 32, 21, 11)}
+    for bn in ("bn1", "bn2"):
+        for name in ("moving_mean", "moving_variance", "gamma", "beta"):
+            shapes[f"conv.{bn}.{name}"] = (32,)
+    for i in range(layers):
+        for sfx in ("", "_reverse"):
+            shapes[f"RNN.lstms.{i}.weight_ih_l0{sfx}"] = (4 * hidden, 1312 if i == 0 else hidden)
+            shapes[f"RNN.lstms.{i}.weight_hh_l0{sfx}"] = (4 * hidden, hidden)
+            shapes[f"RNN.lstms.{i}.bias_ih_l0{sfx}"] = (4 * hidden,)
+            shapes[f"RNN.lstms.{i}.bias_hh_l0{sfx}"] = (4 * hidden,)
+    shapes["fc.module.weight"] = (n_class, hidden)
+    return shapes
+
+
+def write_zoo_checkpoint(ms, path, shapes, seed=0):
+    """A checkpoint as the zoo's training writes it: weights plus Adam state."""
+    rng = np.random.default_rng(seed)
+    values = {}
+    for name, shape in shapes.items():
+        if name.endswith("moving_variance"):
+            values[name] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+        else:
+            values[name] = (rng.standard_normal(shape) * 0.1).astype(np.float32)
+    entries = [{"name": k, "data": ms.Tensor(v)} for k, v in values.items()]
+    entries += [{"name": f"moment{m}.{k}", "data": ms.Tensor(np.zeros(shapes[k], np.float32))}
+                for m in (1, 2) for k in shapes if "moving" not in k][:4]
+    entries += [{"name": "global_step", "data": ms.Tensor(np.array([7], np.int32))},
+                {"name": "learning_rate", "data": ms.Tensor(np.array(1e-4, np.float32))}]
+    ms.save_checkpoint(entries, str(path))
+    return values
+
+
+def test_zoo_checkpoint_loads_strictly_at_full_size(ms_context, tmp_path):
+    from src.builders import network_from_checkpoint
+    from src.config import load_config
+    shapes = zoo_shapes()
+    assert sum(int(np.prod(s)) for n, s in shapes.items() if "moving" not in n) == 86_608_224
+    values = write_zoo_checkpoint(ms_context, tmp_path / "DeepSpeech.ckpt", shapes)
+    messages = []
+    net = network_from_checkpoint(load_config([]), str(tmp_path / "DeepSpeech.ckpt"),
+                                  log=messages.append)
+    got = {p.name: p for p in net.get_parameters()}
+    assert {k: tuple(p.shape) for k, p in got.items()} == shapes  # nothing missing or extra
+    for name in ("conv.bn1.moving_variance", "RNN.lstms.4.bias_hh_l0_reverse", "fc.module.weight"):
+        np.testing.assert_array_equal(got[name].asnumpy(), values[name])
+    assert "hidden_size=1024, num_layers=5" in messages[0]
+
+
+def test_other_architecture_is_refused_with_names(ms_context, tmp_path):
+    from src.builders import CheckpointError, build_network, load_weights
+    from src.config import load_config
+    shapes = zoo_shapes(hidden=16, layers=2)
+    shapes["fc.module.weight"] = (30, 16)
+    shapes["extra.weight"] = (3,)
+    write_zoo_checkpoint(ms_context, tmp_path / "other.ckpt", shapes)
+    net = build_network(load_config(["--hidden_size=16", "--num_layers=2"]))
+    with pytest.raises(CheckpointError) as err:
+        load_weights(net, ms_context.load_checkpoint(str(tmp_path / "other.ckpt")))
+    assert "fc.module.weight (30, 16) (network: (29, 16))" in str(err.value)
+    assert "unexpected 1: extra.weight" in str(err.value)
+
+
+# ---------------------------------------------------------------- numpy reference forward pass
+def conv2d(x, w, stride, pad):
+    """x (C, H, W), w (O, C, kh, kw) -> (O, H', W') cross-correlation with zero padding."""
+    x = np.pad(x, ((0, 0), (pad[0], pad[0]), (pad[1], pad[1])))
+    win = np.lib.stride_tricks.sliding_window_view(x, w.shape[2:], axis=(1, 2))
+    win = win[:, ::stride[0], ::stride[1]]  # (C, H', W', kh, kw)
+    return np.einsum("chwij,ocij->ohw", win, w)
+
+
+def lstm(x, w_ih, w_hh, b_ih, b_hh):
+    """x (T, I) -> (T, H); gates i, f, g, o."""
+    h = np.zeros(w_hh.shape[1])
+    c = np.zeros_like(h)
+    out = []
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    for xt in x:
+        i, f, g, o = np.split(w_ih @ xt + b_ih + w_hh @ h + b_hh, 4)
+        c = sig(f) * c + sig(i) * np.tanh(g)
+        h = sig(o) * np.tanh(c)
+        out.append(h)
+    return np.array(out)
+
+
+def reference_log_probs(p, spec, layers):
+    """The zoo network on one utterance spec (F, T), in eval mode, from parameters `p`."""
+    def block(x, conv, bn, stride, pad):
+        y = conv2d(x, p[f"conv.{conv}.weight"], stride, pad)
+        scale = p[f"conv.{bn}.gamma"] / np.sqrt(p[f"conv.{bn}.moving_variance"] + 1e-5)
+        y = (y - p[f"conv.{bn}.moving_mean"][:, None, None]) * scale[:, None, None]
+        return np.tanh(y + p[f"conv.{bn}.beta"][:, None, None])
+    x = block(spec[None].astype(np.float64), "conv1", "bn1", (2, 2), (20, 5))
+    x = block(x, "conv2", "bn2", (2, 1), (10, 5))  # (32, 41, T')
+    x = x.reshape(-1, x.shape[2]).T  # (T', 1312)
+    for i in range(layers):
+        k = f"RNN.lstms.{i}."
+        fwd = lstm(x, p[k + "weight_ih_l0"], p[k + "weight_hh_l0"], p[k + "bias_ih_l0"],
+                   p[k + "bias_hh_l0"])
+        bwd = lstm(x[::-1], p[k + "weight_ih_l0_reverse"], p[k + "weight_hh_l0_reverse"],
+                   p[k + "bias_ih_l0_reverse"], p[k + "bias_hh_l0_reverse"])[::-1]
+        x = fwd + bwd
+    logits = x @ p["fc.module.weight"].T
+    return logits - np.log(np.exp(logits).sum(1, keepdims=True))
+
+
+def test_forward_matches_numpy_reference_and_ignores_padding(ms_context, tmp_path):
+    """A padded batch gives, for every utterance, the numpy zoo network's output on it alone."""
+    ms = ms_context
+    from src.builders import network_from_checkpoint
+    from src.config import load_config
+    from src.deepspeech2 import InferenceNet
+    values = write_zoo_checkpoint(ms, tmp_path / "small.ckpt", zoo_shapes(hidden=12, layers=2),
+                                  seed=3)
+    net = InferenceNet(network_from_checkpoint(load_config([]), str(tmp_path / "small.ckpt"),
+                                               log=lambda *_: None))
+    net.set_train(False)
+    rng = np.random.default_rng(5)
+    lengths = np.array([57, 31, 12], np.int32)
+    specs = [rng.standard_normal((161, n)).astype(np.float32) for n in lengths]
+    batch = np.zeros((3, 1, 161, 60), np.float32)  # padded beyond the longest too
+    for b, s in enumerate(specs):
+        batch[b, 0, :, :s.shape[1]] = s
+    log_probs, out_lengths = net(ms.Tensor(batch), ms.Tensor(lengths))
+    log_probs, out_lengths = log_probs.asnumpy(), out_lengths.asnumpy()
+    np.testing.assert_array_equal(out_lengths, output_lengths(lengths))
+    np.testing.assert_array_equal(out_lengths, [(n + 10 - 11) // 2 + 1 for n in lengths])
+    for b, s in enumerate(specs):
+        want = reference_log_probs(values, s, layers=2)
+        assert want.shape[0] == out_lengths[b]
+        np.testing.assert_allclose(log_probs[:out_lengths[b], b], want, atol=2e-4)
