@@ -63,7 +63,7 @@ def main():
         fail("export", "--verify reloads the file with mindspore.load, which reads MINDIR only")
     try:
         setup_context(cfg)
-        net = InferenceNet(network_from_checkpoint(cfg, cfg.export.checkpoint))
+        net = InferenceNet(network_from_checkpoint(cfg, cfg.export.checkpoint, fast_conv=False))
         net.set_train(False)
         n_freq = int(round(cfg.features.sample_rate * cfg.features.window_size)) // 2 + 1
         x = ms.Tensor(shape=[None, 1, n_freq, None], dtype=ms.float32)

@@ -20,9 +20,9 @@ def main():
     from src.features import AudioError
     from src.training import run_training
     try:
-        setup_context(cfg)
-        run_training(cfg)
-    except (CheckpointError, ManifestError, AudioError, ValueError) as err:
+        rank, group_size = setup_context(cfg)
+        run_training(cfg, rank, group_size)
+    except (CheckpointError, ManifestError, AudioError, FloatingPointError, ValueError) as err:
         fail("train", err)
 
 

@@ -1,12 +1,4 @@
 #!/usr/bin/env bash
-# Evaluate a checkpoint on CPU: greedy WER/CER for every manifest in eval.manifests.
-# Usage: bash scripts/run_eval_cpu.sh CHECKPOINT [--key=value ...]
-#   e.g. bash scripts/run_eval_cpu.sh DeepSpeech.ckpt --manifests=test_clean.csv,test_other.csv
+# Evaluation on CPU: greedy WER/CER of a checkpoint; arguments: see --help.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-usage() { sed -n '2,4p' "${BASH_SOURCE[0]}" | sed 's/^# //'; exit 2; }
-[ $# -ge 1 ] || usage
-case "$1" in -h|--help|--*) usage ;; esac
-need_file "checkpoint" "$1"
-CKPT="$(abspath "$1")"; shift
-run_logged eval_cpu "$PYTHON" eval.py --device_target CPU --checkpoint="$CKPT" "$@"
+exec bash "$(dirname "${BASH_SOURCE[0]}")/launch.sh" eval CPU standalone "$(basename "${BASH_SOURCE[0]}")" "$@"

@@ -18,24 +18,46 @@ class CheckpointError(ValueError):
 
 
 def setup_context(cfg):
-    """Graph/PyNative mode and device from the config."""
+    """Graph/PyNative mode and device from the config; with cfg.distribute, join the workers.
+
+    Returns (rank, group_size).
+    """
     mode = {"graph": ms.GRAPH_MODE, "pynative": ms.PYNATIVE_MODE}.get(cfg.mode)
     if mode is None:
         raise ValueError(f"mode must be 'graph' or 'pynative', got '{cfg.mode}'")
+    if not ms.hal.is_available(cfg.device_target):
+        raise ValueError(f"device_target {cfg.device_target} is not available on this machine "
+                         "(check its drivers and MindSpore's device package, or use "
+                         "--device_target CPU)")
     ms.set_context(mode=mode)
-    ms.set_device(cfg.device_target, cfg.device_id)
     ms.set_seed(cfg.seed)
+    if not cfg.distribute:
+        ms.set_device(cfg.device_target, cfg.device_id)
+        return 0, 1
+    # msrun/mpirun assign the device per worker; init() picks mccl (CPU), nccl (GPU), hccl (Ascend).
+    from mindspore.communication import get_group_size, get_rank, init
+    ms.set_device(cfg.device_target)
+    init()
+    ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL,
+                                 gradients_mean=True)
+    return get_rank(), get_group_size()
 
 
-def build_network(cfg, hidden_size=None, num_layers=None, bidirectional=None):
-    """DeepSpeechModel sized by the arguments, else by cfg.model."""
+def build_network(cfg, hidden_size=None, num_layers=None, bidirectional=None, fast_conv=None):
+    """DeepSpeechModel sized by the arguments, else by cfg.model.
+
+    fast_conv defaults to cfg.model.cpu_fast_conv on CPU (never elsewhere, never for export).
+    """
     labels = load_labels(cfg.labels_path)
+    if fast_conv is None:
+        fast_conv = cfg.model.cpu_fast_conv and cfg.device_target == "CPU"
     return DeepSpeechModel(
         n_class=len(labels),
         hidden_size=cfg.model.hidden_size if hidden_size is None else hidden_size,
         num_layers=cfg.model.num_layers if num_layers is None else num_layers,
         bidirectional=cfg.model.bidirectional if bidirectional is None else bidirectional,
-        n_freq=int(round(cfg.features.sample_rate * cfg.features.window_size)) // 2 + 1)
+        n_freq=int(round(cfg.features.sample_rate * cfg.features.window_size)) // 2 + 1,
+        fast_conv=fast_conv)
 
 
 def read_checkpoint(path):
@@ -75,7 +97,7 @@ def load_weights(network, param_dict, source="checkpoint"):
     ms.load_param_into_net(network, params, strict_load=True)
 
 
-def network_from_checkpoint(cfg, path, log=print):
+def network_from_checkpoint(cfg, path, log=print, fast_conv=None):
     """Network sized as the checkpoint says (hidden, layers, direction), its weights loaded."""
     param_dict = read_checkpoint(path)
     hidden, layers, bidirectional = infer_model_size(network_params(param_dict))
@@ -83,7 +105,7 @@ def network_from_checkpoint(cfg, path, log=print):
                                            cfg.model.bidirectional):
         log(f"checkpoint {path} holds hidden_size={hidden}, num_layers={layers}, "
             f"bidirectional={bidirectional}; using that instead of the config's")
-    network = build_network(cfg, hidden, layers, bidirectional)
+    network = build_network(cfg, hidden, layers, bidirectional, fast_conv)
     load_weights(network, param_dict, source=path)
     return network
 
@@ -97,7 +119,11 @@ def _unscale_grad(scale, grad):
 
 
 class TrainStep(nn.TrainOneStepCell):
-    """One training step: loss, gradients, (data-parallel mean), global-norm clip, update."""
+    """One training step: loss, gradients, (data-parallel mean), global-norm clip, update.
+
+    Returns (loss, finite): when the loss or any gradient is not finite the update is skipped,
+    so one bad batch cannot poison the weights (the caller counts such steps).
+    """
 
     def __init__(self, loss_net, optimizer, max_grad_norm=0.0):
         super().__init__(loss_net, optimizer)
@@ -108,15 +134,21 @@ class TrainStep(nn.TrainOneStepCell):
         sens = ms.ops.fill(loss.dtype, loss.shape, self.sens)
         grads = self.grad(self.network, self.weights)(*inputs, sens)
         grads = self.grad_reducer(grads)
-        if self.max_grad_norm > 0:
-            grads = ms.ops.clip_by_global_norm(grads, self.max_grad_norm)
-        return ms.ops.depend(loss, self.optimizer(grads))
+        finite = ms.ops.isfinite(loss).all()
+        for grad in grads:
+            finite = ms.ops.logical_and(finite, ms.ops.isfinite(grad).all())
+        if finite:
+            if self.max_grad_norm > 0:
+                grads = ms.ops.clip_by_global_norm(grads, self.max_grad_norm)
+            loss = ms.ops.depend(loss, self.optimizer(grads))
+        return loss, finite
 
 
 class ScaledTrainStep(nn.TrainOneStepWithLossScaleCell):
     """TrainStep with dynamic loss scaling (GPU/Ascend: needs device overflow detection).
 
-    Returns (loss, overflow, scale); an overflowing step skips the update and lowers the scale.
+    Returns (loss, finite, scale) like TrainStep: an overflowing step skips the update and lowers
+    the scale, as MindSpore's DynamicLossScaleUpdateCell does.
     """
 
     def __init__(self, loss_net, optimizer, max_grad_norm=0.0, init_scale=2.0 ** 16):
@@ -138,4 +170,4 @@ class ScaledTrainStep(nn.TrainOneStepWithLossScaleCell):
             if self.max_grad_norm > 0:
                 grads = ms.ops.clip_by_global_norm(grads, self.max_grad_norm)
             loss = ms.ops.depend(loss, self.optimizer(grads))
-        return loss, overflow, scale
+        return loss, ms.ops.logical_not(overflow), scale

@@ -155,20 +155,28 @@ def load_utterances(manifest, cfg, encoder, max_duration=None, ctc_filter=True, 
     return utts, report
 
 
-def make_batches(frames, batch_size, num_buckets):
+def make_batches(frames, batch_size, num_buckets, group_size=1):
     """Group utterance indices into batches of similar length and pick each batch's pad length.
 
     frames: per-utterance frame counts. Returns (batches, pad_lengths): batches are index arrays
     (sorted by length, cut every `batch_size`), pad_lengths the padded frame count of each batch,
     taken from at most `num_buckets` distinct values (quantiles of the batch maxima, +1 frame of
-    slack for resampled audio whose length the manifest rounds).
+    slack for resampled audio whose length the manifest rounds). With `group_size` devices the
+    number of batches is made a multiple of it without dropping or repeating anything: the r
+    shortest batches left over are dealt into `group_size` smaller batches.
     """
     frames = np.asarray(frames)
     order = np.argsort(frames, kind="stable")
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    maxima = np.array([frames[b].max() for b in batches])  # ascending
-    picks = np.unique(np.ceil(np.linspace(0, len(maxima) - 1, num_buckets + 1)[1:]).astype(int))
-    bounds = maxima[picks] + 1
+    leftover = len(batches) % group_size
+    if leftover and len(order) >= group_size:
+        spare = np.sort(np.concatenate(batches[:leftover]))
+        spare = spare[np.argsort(frames[spare], kind="stable")]
+        batches = [spare[r::group_size] for r in range(group_size)] + batches[leftover:]
+    maxima = np.array([frames[b].max() for b in batches])
+    ranked = np.sort(maxima)
+    picks = np.unique(np.ceil(np.linspace(0, len(ranked) - 1, num_buckets + 1)[1:]).astype(int))
+    bounds = ranked[picks] + 1
     pad = bounds[np.searchsorted(bounds, maxima + 1)]
     return batches, pad
 
@@ -184,12 +192,13 @@ class BatchSource:
     """Random-access source of padded batches for ms.dataset.GeneratorDataset.
 
     Item i is global step i: epoch i // steps_per_epoch, the (seeded) shuffled batch order of that
-    epoch, restricted to this rank's shard. Item: inputs (B, 1, F, T) float32, input_lengths (B,)
+    epoch (with `sortagrad`, the first epoch goes from the shortest batches to the longest, as in
+    the DeepSpeech2 paper), restricted to this rank's shard. Item: inputs (B, 1, F, T) float32, input_lengths (B,)
     int32, targets (B, S) int32 (S fixed per pad length), target_lengths (B,) int32.
     """
 
     def __init__(self, utts, cfg, batch_size, num_buckets, epochs=1, shuffle=False, seed=0,
-                 rank=0, group_size=1):
+                 rank=0, group_size=1, sortagrad=False):
         if not utts:
             raise ManifestError("no usable utterances")
         self.utts = utts
@@ -197,26 +206,25 @@ class BatchSource:
         self.sample_rate = cfg.features.sample_rate
         self.window = cfg.features.window
         frames = [u.frames for u in utts]
-        self.batches, self.pad = make_batches(frames, batch_size, num_buckets)
+        self.batches, self.pad = make_batches(frames, batch_size, num_buckets, group_size)
         self.padding_fraction = padding_fraction(frames, self.batches, self.pad)
         # Label width per pad length: the longest label padded to it (fixed, so one graph each).
         self.label_width = {}
         for b, p in zip(self.batches, self.pad):
             longest = max(len(utts[i].label) for i in b)
             self.label_width[p] = max(self.label_width.get(p, 1), longest)
-        self.epochs, self.shuffle, self.seed = epochs, shuffle, seed
+        self.epochs, self.shuffle, self.seed, self.sortagrad = epochs, shuffle, seed, sortagrad
         self.rank, self.group_size = rank, group_size
         self.steps_per_epoch = len(self.batches) // group_size
         if self.steps_per_epoch == 0:
-            raise ManifestError(f"{len(self.batches)} batches cannot feed {group_size} devices")
+            raise ManifestError(f"{len(utts)} utterances cannot feed {group_size} devices")
 
     def epoch_order(self, epoch):
         """Batch indices this rank visits in `epoch`."""
-        order = np.arange(len(self.batches))
-        if self.shuffle:
+        order = np.argsort(self.pad, kind="stable")  # shortest first
+        if self.shuffle and not (self.sortagrad and epoch == 0):
             order = np.random.default_rng([self.seed, epoch]).permutation(order)
-        usable = self.steps_per_epoch * self.group_size
-        return order[:usable][self.rank::self.group_size]
+        return order[self.rank::self.group_size]
 
     def batch_utterances(self, step):
         """Utterances of global step `step`."""

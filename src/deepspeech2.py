@@ -43,7 +43,7 @@ def output_lengths(frames, spec=CONV_SPEC):
 class ConvFrontEnd(nn.Cell):
     """conv1 -> bn1 -> tanh -> (mask) -> conv2 -> bn2 -> tanh, names as the zoo's MaskConv."""
 
-    def __init__(self, spec=CONV_SPEC):
+    def __init__(self, spec=CONV_SPEC, fast_conv=False):
         super().__init__()
         assert len(spec) == 2, "the zoo front-end has exactly two conv layers"
         in_ch = 1
@@ -58,6 +58,12 @@ class ConvFrontEnd(nn.Cell):
         self.bn1, self.bn2 = bns
         self.spec = spec
         self.tanh = nn.Tanh()
+        # CPU only: conv2 as a numpy GEMM operator (src/fast_conv.py), same weight, same values.
+        self.fast_conv = bool(fast_conv)
+        if self.fast_conv:
+            from src.fast_conv import make_custom_conv
+            assert spec[1].stride[1] == 1, "the fast path supports time stride 1 only"
+            self.conv2_fast = make_custom_conv(spec[1].padding, spec[1].stride[0])
 
     def construct(self, x, lengths):
         """x: (B, 1, F, T) float; lengths: (B,) int32 input frames -> (B, C, F', T')."""
@@ -68,7 +74,11 @@ class ConvFrontEnd(nn.Cell):
         steps = ops.arange(x.shape[3], dtype=ms.int32)
         mask = (steps.view(1, -1) < len1.view(-1, 1)).astype(x.dtype)  # (B, T1)
         x = x * mask.view(mask.shape[0], 1, 1, -1)
-        return self.tanh(self.bn2(self.conv2(x)))  # (B, C, F', T')
+        if self.fast_conv:
+            x = self.conv2_fast(x, self.conv2.weight)
+        else:
+            x = self.conv2(x)
+        return self.tanh(self.bn2(x))  # (B, C, F', T')
 
 
 class MaskedLSTM(nn.LSTM):
@@ -131,12 +141,13 @@ class DeepSpeechModel(nn.Cell):
 
     construct(x, lengths): x (B, 1, n_freq, T) float32 spectrogram, lengths (B,) int32 frames
     -> (logits (T', B, n_class), output lengths (B,) int32).
+    fast_conv (CPU only) computes conv2 with src/fast_conv.py; parameters and results are the same.
     """
 
     def __init__(self, n_class=29, hidden_size=1024, num_layers=5, bidirectional=True,
-                 n_freq=161):
+                 n_freq=161, fast_conv=False):
         super().__init__()
-        self.conv = ConvFrontEnd()
+        self.conv = ConvFrontEnd(fast_conv=fast_conv)
         rnn_input = CONV_SPEC[-1].out_channels * conv_out_size(n_freq, 0)
         self.RNN = StackedRNN(rnn_input, hidden_size, num_layers, bidirectional)
         self.fc = SequenceWise(nn.Dense(hidden_size, n_class, has_bias=False))

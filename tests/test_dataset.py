@@ -71,6 +71,10 @@ def test_make_batches_covers_everything_with_few_lengths():
     batches, pad = make_batches(frames, batch_size=16, num_buckets=6)
     flat = np.concatenate(batches)
     assert sorted(flat.tolist()) == list(range(1003))  # every utterance exactly once
+    for group in (2, 3, 8):
+        shared, _ = make_batches(frames, 16, 6, group_size=group)
+        assert len(shared) % group == 0
+        assert sorted(np.concatenate(shared).tolist()) == list(range(1003))
     assert all(pad[i] >= frames[b].max() for i, b in enumerate(batches))
     assert len(set(pad.tolist())) <= 6
     spread = [frames[b].max() - frames[b].min() for b in batches]
@@ -97,7 +101,7 @@ def test_batches_pad_with_zeros_and_shuffle_per_epoch(tmp_path):
 
 
 def test_shards_partition_each_epoch(tmp_path):
-    entries = make_corpus(tmp_path, [0.6 + 0.05 * i for i in range(8)])
+    entries = make_corpus(tmp_path, [0.6 + 0.05 * i for i in range(9)])
     write_manifests(entries, tmp_path / "m.csv", tmp_path / "m.json", tmp_path)
     cfg = load_config([])
     utts, _ = load_utterances(str(tmp_path / "m.csv"), cfg, make_encoder(cfg))
@@ -106,4 +110,4 @@ def test_shards_partition_each_epoch(tmp_path):
     for epoch in range(2):
         seen = [u.audio for s in shards for k in range(s.steps_per_epoch)
                 for u in s.batch_utterances(epoch * s.steps_per_epoch + k)]
-        assert len(seen) == 8 and len(set(seen)) == 8  # 4 batches / 2 ranks: all, none twice
+        assert len(seen) == 9 and len(set(seen)) == 9  # 5 batches: the shortest one split in 2

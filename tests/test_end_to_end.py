@@ -48,6 +48,7 @@ def test_entry_points_reject_wrong_input_in_one_line(tmp_path):
     cases = [
         (["train.py", "--no_such_key=1"], "unknown config key 'no_such_key'"),
         (["train.py", "--device_target=TPU"], "device_target must be one of"),
+        (["eval.py", "--device_target=GPU", "--checkpoint=x.ckpt"], "GPU is not available"),
         (["train.py", f"--train_manifest={tmp_path / 'missing.csv'}"], "manifest not found"),
         (["eval.py", f"--pretrain_ckpt={tmp_path / 'none.ckpt'}"], "checkpoint not found"),
         (["export.py", "--file_format=AIR", "--checkpoint=x"], "AIR export needs"),

@@ -1,0 +1,78 @@
+"""Time the repository's own training step on random data; prints one JSON line.
+
+    python benchmarks/train_step.py --hidden 256 --layers 3 --batch 8 --frames 1000 --steps 3
+
+Same flags and output fields as ../shared/bench/torch_ds2_reference.py (the PyTorch reference of
+the same network), so the two can be run side by side: "step_s_median" over --steps timed steps
+after one warm-up step (graph compile), "frames_per_s" = batch * frames / step_s_median,
+"peak_rss_mb" of this process. The step is the one train.py builds (network, CTC loss, Adam,
+clipping) with the config's defaults; --fast_conv 0 times the plain nn.Conv2d path.
+"""
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--hidden", type=int, default=1024)
+    p.add_argument("--layers", type=int, default=5)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--frames", type=int, default=1000, help="spectrogram frames (10 ms each)")
+    p.add_argument("--label-len", type=int, default=100, help="mean characters per utterance")
+    p.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
+    p.add_argument("--device_target", default="CPU", choices=["CPU", "GPU", "Ascend"])
+    p.add_argument("--fast_conv", type=int, default=1, choices=[0, 1])
+    a = p.parse_args(argv)
+
+    from src.config import load_config
+    from src.env import prepare_environment
+    cfg = load_config([f"--device_target={a.device_target}", f"--hidden_size={a.hidden}",
+                       f"--num_layers={a.layers}", f"--cpu_fast_conv={bool(a.fast_conv)}"])
+    prepare_environment(cfg.device_target)
+    import mindspore as ms
+    import numpy as np
+    from src.builders import build_network, setup_context
+    from src.deepspeech2 import output_lengths
+    from src.lr_generator import get_lr
+    from src.training import build_optimizer, build_train_step
+
+    setup_context(cfg)
+    rng = np.random.default_rng(0)
+    net = build_network(cfg)
+    lr = get_lr(1e-4, 1, a.steps + 1)
+    step = build_train_step(net, build_optimizer(net, cfg, lr), cfg, blank=28)
+    step.set_train(True)
+    t_out = int(output_lengths(a.frames))
+    lens = rng.integers(int(a.label_len * 0.8), int(a.label_len * 1.2) + 1, size=a.batch)
+    lens = np.minimum(lens, t_out // 2)
+    targets = np.zeros((a.batch, int(lens.max())), np.int32)
+    for b, n in enumerate(lens):
+        targets[b, :n] = rng.integers(0, 28, size=n)
+    inputs = (ms.Tensor(rng.standard_normal((a.batch, 1, 161, a.frames)).astype(np.float32)),
+              ms.Tensor(np.full(a.batch, a.frames, np.int32)), ms.Tensor(targets),
+              ms.Tensor(lens.astype(np.int32)))
+    times = []
+    for _ in range(a.steps + 1):
+        t0 = time.perf_counter()
+        out = step(*inputs)
+        loss = float(out[0].asnumpy())
+        times.append(time.perf_counter() - t0)
+    med = float(np.median(times[1:]))
+    print(json.dumps({
+        "framework": "mindspore", "version": ms.__version__, "hidden": a.hidden,
+        "layers": a.layers, "batch": a.batch, "frames": a.frames, "device": a.device_target,
+        "fast_conv": bool(a.fast_conv), "threads": os.cpu_count(),
+        "params": sum(int(np.prod(q.shape)) for q in net.trainable_params()),
+        "first_step_s": times[0], "step_s_median": med, "step_s_all": times[1:],
+        "frames_per_s": a.batch * a.frames / med, "loss": loss,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+if __name__ == "__main__":
+    main()

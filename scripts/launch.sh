@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# The one launcher behind every run_*.sh script (they only choose its first arguments).
+#   bash scripts/launch.sh train|eval DEVICE standalone|distribute SCRIPT_NAME [arguments...]
+# Launcher options (all scripts): --device_id N, --config FILE, --background, --dry_run, -h.
+# Distributed training also takes NUM_DEVICES first, and --first_device N, --master_addr A,
+# --master_port P, --rank_table FILE (Ascend; default $RANK_TABLE_FILE), --mpirun (GPU).
+# Everything else (--key=value) is passed to the python entry point unchanged.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+JOB="$1"; DEVICE="$2"; KIND="$3"; NAME="$4"; shift 4
+usage() {
+  case "$JOB/$KIND" in
+    train/standalone) echo "usage: bash scripts/$NAME [PRETRAINED_CKPT] [--device_id N] [--config FILE] [--background] [--dry_run] [--key=value ...]" ;;
+    train/distribute) echo "usage: bash scripts/$NAME NUM_DEVICES [PRETRAINED_CKPT] [--first_device N] [--master_addr ADDR] [--master_port PORT] [--config FILE]$([ "$DEVICE" = Ascend ] && echo ' [--rank_table FILE]')$([ "$DEVICE" = GPU ] && echo ' [--mpirun]') [--background] [--dry_run] [--key=value ...]" ;;
+    eval/*) echo "usage: bash scripts/$NAME CHECKPOINT [--device_id N] [--config FILE] [--background] [--dry_run] [--key=value ...]" ;;
+  esac
+  echo "  e.g. bash scripts/$NAME $(example)"
+  exit 2
+}
+example() {
+  case "$JOB/$KIND" in
+    train/standalone) echo "--epochs=10 --batch_size=16" ;;
+    train/distribute) echo "2 --epochs=10" ;;
+    eval/*) echo "outputs/checkpoints/DeepSpeech-30_42.ckpt --manifests=test_clean.csv,test_other.csv" ;;
+  esac
+}
+
+NUM=1; CKPT=""; DEVICE_ID=0; FIRST=0; ADDR=127.0.0.1; PORT=""; CONFIG=""; BACKGROUND=0; DRY=0
+MPIRUN=0; RANK_TABLE="${RANK_TABLE_FILE:-}"; PASS=()
+if [ "$KIND" = distribute ]; then
+  [ $# -ge 1 ] || usage
+  case "$1" in -h|--help) usage ;; esac
+  [[ "$1" =~ ^[1-9][0-9]*$ ]] || die "NUM_DEVICES must be a positive integer, got '$1'"
+  NUM="$1"; shift
+fi
+if [ "$JOB" = eval ]; then
+  [ $# -ge 1 ] || usage
+  case "$1" in -h|--help|--*) usage ;; esac
+  need_file checkpoint "$1"; CKPT="$(abspath "$1")"; shift
+elif [ $# -ge 1 ] && [[ "$1" != --* ]] && [[ "$1" != -h ]]; then
+  need_file checkpoint "$1"; CKPT="$(abspath "$1")"; shift
+fi
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -h|--help) usage ;;
+    --device_id|--first_device|--master_addr|--master_port|--config|--rank_table)
+      [ $# -ge 2 ] || die "$1 needs a value"
+      case "$1" in
+        --device_id) DEVICE_ID="$2" ;; --first_device) FIRST="$2" ;; --master_addr) ADDR="$2" ;;
+        --master_port) PORT="$2" ;; --config) need_file config "$2"; CONFIG="$(abspath "$2")" ;;
+        --rank_table) need_file "rank table" "$2"; RANK_TABLE="$(abspath "$2")" ;;
+      esac
+      shift 2 ;;
+    --background) BACKGROUND=1; shift ;;
+    --dry_run) DRY=1; shift ;;
+    --mpirun) [ "$DEVICE" = GPU ] || die "--mpirun is for GPU"; MPIRUN=1; shift ;;
+    --*) PASS+=("$1"); shift ;;
+    *) die "unexpected argument '$1' (options look like --key=value; see --help)" ;;
+  esac
+done
+[[ "$DEVICE_ID" =~ ^[0-9]+$ ]] || die "--device_id must be a number"
+[[ "$FIRST" =~ ^[0-9]+$ ]] || die "--first_device must be a number"
+
+ENTRY=train.py; [ "$JOB" = eval ] && ENTRY=eval.py
+PY=("$PYTHON" "$ENTRY" --device_target "$DEVICE")
+[ -n "$CONFIG" ] && PY+=("--config_path=$CONFIG")
+if [ -n "$CKPT" ]; then
+  if [ "$JOB" = eval ]; then PY+=("--checkpoint=$CKPT"); else PY+=("--pre_trained_model_path=$CKPT"); fi
+fi
+ENV=()
+if [ "$KIND" = distribute ]; then
+  PY+=(--distribute=true)
+  [ -n "$PORT" ] || PORT="$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  [[ "$PORT" =~ ^[0-9]+$ ]] || die "--master_port must be a number"
+  DEVICES="$(seq -s, "$FIRST" $((FIRST + NUM - 1)))"
+  case "$DEVICE" in
+    GPU) ENV=(CUDA_VISIBLE_DEVICES="$DEVICES") ;;
+    Ascend) ENV=(ASCEND_RT_VISIBLE_DEVICES="$DEVICES") ;;
+  esac
+  WORKER_LOGS="$LOG_DIR/${NAME%.sh}_workers"
+  if [ "$MPIRUN" = 1 ]; then
+    # The zoo's route on GPU: OpenMPI starts the workers, init() reads the ranks from it.
+    CMD=(mpirun -n "$NUM" --allow-run-as-root --output-filename "$WORKER_LOGS" --merge-stderr-to-stdout "${PY[@]}")
+  else
+    CMD=(msrun --worker_num="$NUM" --local_worker_num="$NUM" --master_addr="$ADDR"
+         --master_port="$PORT" --log_dir="$WORKER_LOGS" --join=True)
+    [ "$DEVICE" = Ascend ] && [ -n "$RANK_TABLE" ] && CMD+=(--rank_table_file="$RANK_TABLE")
+    CMD+=("${PY[@]:1}")
+  fi
+else
+  [ "$DEVICE" = CPU ] || PY+=("--device_id=$DEVICE_ID")
+  CMD=("${PY[@]}")
+fi
+CMD+=("${PASS[@]}")
+[ ${#ENV[@]} -gt 0 ] && CMD=(env "${ENV[@]}" "${CMD[@]}")
+
+if [ "$DRY" = 1 ]; then
+  printf 'dry run: (cd %q &&' "$ROOT"; printf ' %q' "${CMD[@]}"; printf ')\n'
+  exit 0
+fi
+if [ "$BACKGROUND" = 1 ]; then
+  mkdir -p "$LOG_DIR"
+  LOG="$LOG_DIR/${NAME%.sh}.log"
+  (cd "$ROOT" && nohup "${CMD[@]}" > "$LOG" 2>&1 &
+   echo "started in the background: PID $!, log: $LOG")
+  exit 0
+fi
+run_logged "${NAME%.sh}" "${CMD[@]}"

@@ -1,0 +1,66 @@
+"""The CPU conv fast path computes what nn.Conv2d computes: values, gradients, whole network."""
+import numpy as np
+
+from src.fast_conv import conv_backward, conv_forward
+
+
+def test_numpy_conv_matches_direct_definition():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 9, 7)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 5, 3)).astype(np.float32)
+    pad, stride = (2, 1), 2
+    xp = np.pad(x, ((0, 0), (0, 0), (2, 2), (1, 1))).astype(np.float64)
+    fo, to = (9 + 4 - 5) // 2 + 1, 7
+    want = np.zeros((2, 4, fo, to))
+    for f in range(fo):
+        for t in range(to):
+            want[:, :, f, t] = np.einsum("bckj,ockj->bo", xp[:, :, 2 * f:2 * f + 5, t:t + 3], w)
+    np.testing.assert_allclose(conv_forward(x, w, pad, stride), want, rtol=1e-5, atol=1e-5)
+    # gradients by central finite differences of sum(out * g)
+    g = rng.standard_normal(want.shape).astype(np.float32)
+    dx, dw = conv_backward(x, w, g, pad, stride)
+
+    def numeric(which, idx, eps=1e-2):
+        args = {"x": x, "w": w}
+        plus, minus = args[which].copy(), args[which].copy()
+        plus[idx] += eps
+        minus[idx] -= eps
+        out = [conv_forward(**{**args, which: a}, pad=pad, stride_f=stride) for a in (plus, minus)]
+        return ((out[0] - out[1]) * g).sum() / (2 * eps)
+
+    for which, grad, idx in [("x", dx, (0, 1, 4, 3)), ("x", dx, (1, 2, 0, 6)),
+                             ("w", dw, (3, 0, 2, 1)), ("w", dw, (0, 2, 4, 0))]:
+        assert abs(numeric(which, idx) - grad[idx]) < 1e-2 * max(1, abs(grad[idx])), (which, idx)
+
+
+def test_fast_network_matches_plain_network_and_gradients(ms_context):
+    ms = ms_context
+    from src.deepspeech2 import CTCLossCell, DeepSpeechModel
+
+    rng = np.random.default_rng(2)
+    x = ms.Tensor(rng.standard_normal((3, 1, 161, 50)).astype(np.float32))
+    lengths = ms.Tensor(np.array([50, 41, 20], np.int32))
+    targets = ms.Tensor(np.array([[1, 2, 3], [4, 5, 0], [6, 0, 0]], np.int32))
+    target_lengths = ms.Tensor(np.array([3, 2, 1], np.int32))
+    results = []
+    plain = DeepSpeechModel(hidden_size=8, num_layers=1, fast_conv=False)
+    fast = DeepSpeechModel(hidden_size=8, num_layers=1, fast_conv=True)
+    ms.load_param_into_net(fast, {p.name: ms.Parameter(p.value(), name=p.name)
+                                  for p in plain.get_parameters()})
+    for net in (plain, fast):
+        loss_net = CTCLossCell(net, 28)
+        loss_net.set_train(True)
+        grad = ms.jit(ms.value_and_grad(loss_net, grad_position=None,
+                                        weights=net.trainable_params()))
+        loss, grads = grad(x, lengths, targets, target_lengths)
+        named = dict(zip([p.name for p in net.trainable_params()], grads))
+        results.append((float(loss.asnumpy()), {k: v.asnumpy() for k, v in named.items()}))
+        net.set_train(False)
+        logits, _ = net(x, lengths)
+        results[-1] += (logits.asnumpy(),)
+    (l0, g0, o0), (l1, g1, o1) = results
+    assert abs(l0 - l1) < 1e-4 * abs(l0)
+    np.testing.assert_allclose(o1, o0, atol=1e-4)
+    for name in ("conv.conv2.weight", "conv.conv1.weight", "RNN.lstms.0.weight_ih_l0"):
+        scale = np.abs(g0[name]).max()
+        np.testing.assert_allclose(g1[name], g0[name], atol=1e-4 * scale)

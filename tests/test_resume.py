@@ -1,0 +1,91 @@
+"""Fault tolerance: kill -9 mid-run and resume; kill during a checkpoint save."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from conftest import REPO, run
+from test_end_to_end import head
+
+
+def train_cmd(train, out, *extra):
+    return [sys.executable, "train.py", "--hidden_size=48", "--num_layers=1", "--batch_size=2",
+            "--epochs=3", "--num_parallel_workers=1", f"--train_manifest={train}",
+            "--val_manifest=", "--save_checkpoint_steps=2", "--log_interval=1",
+            "--keep_checkpoint_max=3", f"--checkpoint_dir={out}/ckpt", f"--log_dir={out}/log",
+            *extra]
+
+
+def steps(out):
+    lines = (out / "log/metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["step"] for line in lines]
+
+
+def test_kill_9_and_resume_matches_uninterrupted_run(ms_context, sample_data, tmp_path):
+    train = head(sample_data / "libri_train_manifest.csv", tmp_path / "train.csv", 10)
+    ref, crash = tmp_path / "ref", tmp_path / "crash"
+    run(train_cmd(train, ref))
+    final = "DeepSpeech-3_5.ckpt"  # 10 utterances / 2 = 5 steps per epoch, 15 in all
+    assert (ref / "ckpt" / final).is_file()
+
+    proc = subprocess.Popen(train_cmd(train, crash), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (crash / "ckpt/DeepSpeech-2_1.ckpt").exists():  # step 6 of 15 is saved
+        assert proc.poll() is None and time.time() < deadline, "run ended before the kill"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (crash / "ckpt" / final).exists(), "killed too late to test anything"
+    proc = run(train_cmd(train, crash, "--resume=auto"))
+    assert "resumed from" in proc.stderr
+
+    assert steps(crash) == steps(ref) == list(range(1, 16))  # nothing lost, nothing twice
+    a = ms_context.load_checkpoint(str(ref / "ckpt" / final))
+    b = ms_context.load_checkpoint(str(crash / "ckpt" / final))
+    for name in a:
+        if name.startswith(("moment", "conv.", "RNN.", "fc.")):
+            np.testing.assert_allclose(b[name].asnumpy(), a[name].asnumpy(), rtol=1e-4,
+                                       atol=1e-6, err_msg=name)
+
+
+SAVER = """
+import os, sys, time
+sys.path.insert(0, {repo!r})
+os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
+import mindspore as ms
+from src.config import load_config
+from src.builders import build_network
+from src.training import build_optimizer, build_train_step, save_checkpoint
+import numpy as np
+cfg = load_config(["--hidden_size=1024", "--num_layers=5"])
+net = build_network(cfg)
+step = build_train_step(net, build_optimizer(net, cfg, np.full(10, 1e-4, np.float32)), cfg, 28)
+save_checkpoint(step, net, {ckpt!r}, 1, 1, 1, 0, False)
+print("first saved", flush=True)
+save_checkpoint(step, net, {ckpt!r}, 1, 2, 2, 0, False)
+"""
+
+
+def test_kill_during_save_keeps_the_previous_checkpoint(ms_context, tmp_path):
+    from src.training import find_resume_checkpoint
+    ckpt = tmp_path / "ckpt"
+    proc = subprocess.Popen([sys.executable, "-c", SAVER.format(repo=REPO, ckpt=str(ckpt))],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "first saved"
+    deadline = time.time() + 120
+    while not any(p.name.startswith(".DeepSpeech-1_2") for p in ckpt.iterdir()):
+        assert proc.poll() is None and time.time() < deadline, "second save ended too soon"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (ckpt / "DeepSpeech-1_2.ckpt").exists()
+    chosen = find_resume_checkpoint("auto", str(ckpt), print)
+    assert chosen == str(ckpt / "DeepSpeech-1_1.ckpt")
+    params = ms_context.load_checkpoint(chosen)
+    assert int(params["step_num"].asnumpy()) == 1 and params["fc.module.weight"].shape == (29, 1024)
+    assert os.path.getsize(chosen) > 3 * 330 * 2**20 * 0.9  # weights + two Adam moments
