@@ -3,8 +3,9 @@
 usage: python export.py --checkpoint CKPT [--file_name OUT] [--file_format MINDIR|AIR|ONNX]
                         [--verify] [--key=value ...]
   e.g. python export.py --pre_trained_model_path outputs/checkpoints/DeepSpeech-30_42.ckpt --verify
-The exported graph takes x (B, 1, 161, T) float32 and lengths (B,) int32 with dynamic B and T, and
-returns log-probabilities (T', B, 29) and output lengths (B,). --verify reloads the file, runs it
+The exported graph takes x (B, 1, 161, T) float32 and lengths (B,) int32 with dynamic B and T
+(with --export.frames=N: B = 1, T = N, as ONNX/AIR need), and returns log-probabilities
+(T', B, 29) and output lengths (B,). --verify reloads the file, runs it
 on a real utterance and compares it with the checkpoint network.
 """
 import os
@@ -35,8 +36,12 @@ def verify(path, network, cfg):
     n_fft, hop = stft_params(cfg.features)
     spec = spectrogram(load_audio(audio, cfg.features.sample_rate), n_fft, hop,
                        cfg.features.window)  # (F, T)
+    n = spec.shape[1]
+    if cfg.export.frames:  # a fixed-length export: pad (or cut) the utterance to its length
+        n = min(n, cfg.export.frames)
+        spec = np.pad(spec[:, :n], ((0, 0), (0, cfg.export.frames - n)))
     x = ms.Tensor(spec[None, None])  # (1, 1, F, T)
-    lengths = ms.Tensor(np.array([spec.shape[1]], np.int32))
+    lengths = ms.Tensor(np.array([n], np.int32))
     graph = nn.GraphCell(ms.load(path))
     got, got_len = graph(x, lengths)
     want, want_len = network(x, lengths)
@@ -66,8 +71,13 @@ def main():
         net = InferenceNet(network_from_checkpoint(cfg, cfg.export.checkpoint, fast_conv=False))
         net.set_train(False)
         n_freq = int(round(cfg.features.sample_rate * cfg.features.window_size)) // 2 + 1
-        x = ms.Tensor(shape=[None, 1, n_freq, None], dtype=ms.float32)
-        lengths = ms.Tensor(shape=[None], dtype=ms.int32)
+        frames = cfg.export.frames or None
+        if fmt != "MINDIR" and frames is None:
+            fail("export", f"{fmt} export needs a fixed input length: set --export.frames=N "
+                           "(MINDIR takes any length)")
+        batch = 1 if frames else None
+        x = ms.Tensor(shape=[batch, 1, n_freq, frames], dtype=ms.float32)
+        lengths = ms.Tensor(shape=[batch], dtype=ms.int32)
         out_dir = os.path.dirname(os.path.abspath(cfg.export.file_name))
         os.makedirs(out_dir, exist_ok=True)
         try:

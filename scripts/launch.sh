@@ -10,6 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 JOB="$1"; DEVICE="$2"; KIND="$3"; NAME="$4"; shift 4
 usage() {
+  exec >&2
   case "$JOB/$KIND" in
     train/standalone) echo "usage: bash scripts/$NAME [PRETRAINED_CKPT] [--device_id N] [--config FILE] [--background] [--dry_run] [--key=value ...]" ;;
     train/distribute) echo "usage: bash scripts/$NAME NUM_DEVICES [PRETRAINED_CKPT] [--first_device N] [--master_addr ADDR] [--master_port PORT] [--config FILE]$([ "$DEVICE" = Ascend ] && echo ' [--rank_table FILE]')$([ "$DEVICE" = GPU ] && echo ' [--mpirun]') [--background] [--dry_run] [--key=value ...]" ;;

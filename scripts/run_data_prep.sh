@@ -5,7 +5,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 usage() {
-  sed -n '2,4p' "${BASH_SOURCE[0]}" | sed 's/^# //'
+  sed -n '2,4p' "${BASH_SOURCE[0]}" | sed 's/^# //' >&2
   exit 2
 }
 [ $# -ge 1 ] || usage

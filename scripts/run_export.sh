@@ -3,7 +3,7 @@
 # Usage: bash scripts/run_export.sh CHECKPOINT [--file_format=MINDIR|AIR|ONNX] [--verify] [--key=value ...]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-usage() { sed -n '2,3p' "${BASH_SOURCE[0]}" | sed 's/^# //'; exit 2; }
+usage() { sed -n '2,3p' "${BASH_SOURCE[0]}" | sed 's/^# //' >&2; exit 2; }
 [ $# -ge 1 ] || usage
 case "$1" in -h|--help|--*) usage ;; esac
 need_file "checkpoint" "$1"

@@ -118,7 +118,8 @@ def _read_yaml(path):
         try:
             data = yaml.safe_load(f) or {}
         except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+            detail = " ".join(str(err).split())
+            raise ConfigError(f"config file {path} is not valid YAML: {detail}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys")
     return data

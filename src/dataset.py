@@ -258,6 +258,13 @@ class BatchSource:
         return inputs, lengths, targets, target_lengths
 
 
+def training_source(utts, cfg, rank=0, group_size=1):
+    """The BatchSource of a training run as configured (shuffled, sortagrad, this rank's shard)."""
+    return BatchSource(utts, cfg, cfg.data.batch_size, cfg.data.num_buckets,
+                       epochs=cfg.train.epochs, shuffle=True, seed=cfg.seed, rank=rank,
+                       group_size=group_size, sortagrad=cfg.data.sortagrad)
+
+
 def create_dataset(source, num_parallel_workers=1, start_step=0):
     """MindSpore dataset over `source` (BatchSource), from global step `start_step` on."""
     import mindspore.dataset as ds

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from src.builders import (CheckpointError, ScaledTrainStep, TrainStep, build_network,
                           load_weights, read_checkpoint)
 from src.config import to_dict
-from src.dataset import BatchSource, create_dataset, load_utterances, make_encoder
+from src.dataset import create_dataset, load_utterances, make_encoder, training_source
 from src.deepspeech2 import CTCLossCell, InferenceNet
 from src.evaluate import evaluate_manifest
 from src.lr_generator import get_lr
@@ -189,9 +189,7 @@ def run_training(cfg, rank=0, group_size=1):
                 sum(u.frames for u in utts) * cfg.features.window_stride / 3600, report.text())
     if encoder.dropped:
         logger.warning("characters dropped from transcripts: %s", dict(encoder.dropped))
-    source = BatchSource(utts, cfg, cfg.data.batch_size, cfg.data.num_buckets,
-                         epochs=cfg.train.epochs, shuffle=True, seed=cfg.seed,
-                         rank=rank, group_size=group_size, sortagrad=cfg.data.sortagrad)
+    source = training_source(utts, cfg, rank, group_size)
     spe = source.steps_per_epoch
     logger.info("%d steps/epoch, %d padded lengths %s, padding %.1f%% of frames",
                 spe, len(set(source.pad.tolist())), sorted(set(source.pad.tolist())),

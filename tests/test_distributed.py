@@ -12,7 +12,7 @@ def test_two_workers_equal_single_process_on_both_shards(ms_context, sample_data
     from mindspore import ops
     from src.builders import build_network, load_weights
     from src.config import load_config
-    from src.dataset import BatchSource, load_utterances, make_encoder
+    from src.dataset import load_utterances, make_encoder, training_source
     from src.deepspeech2 import CTCLossCell
     from src.lr_generator import get_lr
     from src.training import build_optimizer
@@ -39,8 +39,7 @@ def test_two_workers_equal_single_process_on_both_shards(ms_context, sample_data
     # the same steps in one process: mean of the two shards' gradients, then clip and Adam
     encoder = make_encoder(cfg)
     utts, _ = load_utterances(train, cfg, encoder, max_duration=cfg.data.max_duration)
-    shards = [BatchSource(utts, cfg, 2, cfg.data.num_buckets, epochs=1, shuffle=True,
-                          seed=cfg.seed, rank=r, group_size=2) for r in range(2)]
+    shards = [training_source(utts, cfg, rank=r, group_size=2) for r in range(2)]
     net = build_network(cfg)
     load_weights(net, ms.load_checkpoint(str(tmp_path / "init.ckpt")))
     lr = get_lr(cfg.train.learning_rate * 2, 1, shards[0].steps_per_epoch,

@@ -89,3 +89,46 @@ def test_kill_during_save_keeps_the_previous_checkpoint(ms_context, tmp_path):
     params = ms_context.load_checkpoint(chosen)
     assert int(params["step_num"].asnumpy()) == 1 and params["fc.module.weight"].shape == (29, 1024)
     assert os.path.getsize(chosen) > 3 * 330 * 2**20 * 0.9  # weights + two Adam moments
+
+
+def test_non_finite_step_is_skipped_and_repeated_ones_stop_the_run(ms_context):
+    ms = ms_context
+    import logging
+    import pytest
+    from src.builders import build_network
+    from src.config import load_config
+    from src.lr_generator import get_lr
+    from src.training import BadStepGuard, build_optimizer, build_train_step
+
+    cfg = load_config(["--hidden_size=8", "--num_layers=1"])
+    net = build_network(cfg)
+    step = build_train_step(net, build_optimizer(net, cfg, get_lr(1e-3, 1, 10)), cfg, 28)
+    step.set_train(True)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 1, 161, 40)).astype(np.float32)
+    batch = [ms.Tensor(np.array([40, 30], np.int32)), ms.Tensor(np.array([[1, 2], [3, 0]], np.int32)),
+             ms.Tensor(np.array([2, 1], np.int32))]
+
+    def snapshot():
+        return {p.name: p.asnumpy().copy() for p in step.get_parameters()}
+
+    before = snapshot()
+    bad = x.copy()
+    bad[1, 0, 5, 7] = np.nan
+    loss, ok = step(ms.Tensor(bad), *batch)
+    assert not bool(ok.asnumpy()) and not np.isfinite(float(loss.asnumpy()))
+    after = snapshot()
+    assert all(np.array_equal(before[k], after[k], equal_nan=True) for k in before if
+               "moving" not in k)  # no weight, moment or step counter moved
+    loss, ok = step(ms.Tensor(x), *batch)
+    assert bool(ok.asnumpy())
+    assert not np.array_equal(snapshot()["fc.module.weight"], before["fc.module.weight"])
+
+    guard = BadStepGuard(3, logging.getLogger("test"))
+    guard.update(False, 1, [])
+    guard.update(True, 2, [])
+    guard.update(False, 3, [])
+    guard.update(False, 4, [])
+    with pytest.raises(FloatingPointError, match="3 consecutive steps.*learning rate"):
+        guard.update(False, 5, [])
+    assert guard.total == 4
