@@ -241,6 +241,10 @@ def prepare_split(split, subsets, sources, args, encoder, report, pool):
     txt_dir = os.path.join(out, "txt")
     os.makedirs(audio_dir, exist_ok=True)
     os.makedirs(txt_dir, exist_ok=True)
+    for folder in (audio_dir, txt_dir):  # leftovers of a run killed while writing
+        for name in os.listdir(folder):
+            if ".tmp" in name:
+                os.remove(os.path.join(folder, name))
     transcripts, durations, pending = {}, {}, {}
     bar = tqdm(desc=f"{split}", unit="file", dynamic_ncols=True)
     for kind, path, holds in sources:

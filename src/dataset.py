@@ -174,11 +174,50 @@ def make_batches(frames, batch_size, num_buckets, group_size=1):
         spare = spare[np.argsort(frames[spare], kind="stable")]
         batches = [spare[r::group_size] for r in range(group_size)] + batches[leftover:]
     maxima = np.array([frames[b].max() for b in batches])
-    ranked = np.sort(maxima)
-    picks = np.unique(np.ceil(np.linspace(0, len(ranked) - 1, num_buckets + 1)[1:]).astype(int))
-    bounds = ranked[picks] + 1
+    sizes = np.array([len(b) for b in batches])
+    bounds = bucket_bounds(maxima, sizes, num_buckets) + 1
     pad = bounds[np.searchsorted(bounds, maxima + 1)]
     return batches, pad
+
+
+def bucket_bounds(maxima, sizes, num_buckets):
+    """At most `num_buckets` pad lengths minimising the padding added to the batches.
+
+    Batch i (longest utterance maxima[i], sizes[i] utterances) is padded to the smallest bound
+    >= maxima[i]; the bounds are chosen by dynamic programming over the distinct maxima (exact
+    optimum of sum(sizes * (bound - maxima))).
+    """
+    values, inverse = np.unique(maxima, return_inverse=True)
+    weight = np.bincount(inverse, weights=sizes).astype(float)
+    m, k = len(values), min(num_buckets, len(values))
+    cw = np.concatenate([[0.0], np.cumsum(weight)])
+    cwv = np.concatenate([[0.0], np.cumsum(weight * values)])
+
+    def cost(i, j):  # bucket of values[i..j] (i may be an array) padded to values[j]
+        return values[j] * (cw[j + 1] - cw[i]) - (cwv[j + 1] - cwv[i])
+
+    best = cost(0, np.arange(m))  # one bucket ending at j
+    choice = [np.zeros(m, dtype=int)]
+    for _ in range(1, k):
+        new, arg = best.copy(), np.full(m, -1)  # -1: no better with one more bucket
+        for j in range(1, m):
+            starts = np.arange(1, j + 1)
+            total = best[starts - 1] + cost(starts, j)
+            pick = int(np.argmin(total))
+            if total[pick] < new[j]:
+                new[j], arg[j] = total[pick], starts[pick]
+        best = new
+        choice.append(arg)
+    ends, j, level = [], m - 1, k - 1
+    while True:
+        start = choice[level][j]
+        level -= 1
+        if start < 0:
+            continue
+        ends.append(j)
+        if start == 0:
+            return values[ends[::-1]]
+        j = start - 1
 
 
 def padding_fraction(frames, batches, pad_lengths):

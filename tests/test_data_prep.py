@@ -161,3 +161,37 @@ def test_download_resumes_and_checks_md5(tmp_path):
     (served / "my-subset.tar.gz").write_bytes(payload)  # no published MD5: accepted as is
     path = librispeech.download("my-subset", str(dest), url)
     assert open(path, "rb").read() == payload
+
+
+def test_killed_run_resumes_to_identical_outputs(tmp_path):
+    import signal
+    import subprocess
+    import time
+    from conftest import REPO
+    src = tmp_path / "src"
+    src.mkdir()
+    make_archive(src / "train-clean-100.tar.gz", "train-clean-100",
+                 {f"{1 + i // 50}-{7 + i // 50}-{i:04d}": (1.0 + (i % 7) * 0.3, "SOME WORDS", 22050)
+                  for i in range(300)})  # resampling makes each file slow enough to interrupt
+    ref, crash = tmp_path / "ref", tmp_path / "crash"
+    prep(src, ref)
+    cmd = [sys.executable, "data_prep/librispeech.py", "--source_dir", str(src), "--target_dir",
+           str(crash), "--workers", "2", "--train_subsets", "train-clean-100", "--val_subsets",
+           "--test_clean_subsets", "--test_other_subsets"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    wav_dir = crash / "train" / "wav"
+    while not (wav_dir.is_dir() and len(list(wav_dir.iterdir())) > 30):
+        assert proc.poll() is None and time.time() < deadline, "finished before the kill"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (crash / "libri_train_manifest.csv").exists()
+    run(cmd)
+    assert sorted(p.name for p in wav_dir.iterdir()) == sorted(
+        p.name for p in (ref / "train" / "wav").iterdir())  # no leftovers, nothing missing
+    for p in wav_dir.iterdir():
+        assert p.read_bytes() == (ref / "train" / "wav" / p.name).read_bytes(), p.name
+    strip = lambda text: text.replace(str(ref), "").replace(str(crash), "")  # noqa: E731
+    assert strip((crash / "libri_train_manifest.csv").read_text()) == \
+        strip((ref / "libri_train_manifest.csv").read_text())

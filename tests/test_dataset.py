@@ -111,3 +111,21 @@ def test_shards_partition_each_epoch(tmp_path):
         seen = [u.audio for s in shards for k in range(s.steps_per_epoch)
                 for u in s.batch_utterances(epoch * s.steps_per_epoch + k)]
         assert len(seen) == 9 and len(set(seen)) == 9  # 5 batches: the shortest one split in 2
+
+
+def test_bucket_bounds_are_optimal_against_brute_force():
+    import itertools
+    from src.dataset import bucket_bounds
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        maxima, sizes = rng.integers(1, 30, size=12), rng.integers(1, 4, size=12)
+
+        def padding(bounds):
+            bounds = np.sort(bounds)
+            return sum(s * (bounds[np.searchsorted(bounds, x)] - x) for x, s in zip(maxima, sizes))
+
+        candidates = [np.array(c) for r in range(1, 4)
+                      for c in itertools.combinations(np.unique(maxima), r) if max(c) == maxima.max()]
+        best = min(padding(c) for c in candidates)
+        got = bucket_bounds(maxima, sizes, 3)
+        assert len(got) <= 3 and padding(got) == best
