@@ -109,19 +109,22 @@ def synthesize(engine, voice, text, wav_path):
 
 def render(speaker, text, tmp):
     """16 kHz mono int16 waveform of `text` spoken by `speaker` (TTS, then SoX effects)."""
+    import sox  # pysox drives the sox binary
     engine, voice, cents, tempo = speaker
-    raw, out = os.path.join(tmp, "raw.wav"), os.path.join(tmp, "out.wav")
+    raw = os.path.join(tmp, "raw.wav")
     synthesize(engine, voice, text, raw)
-    effects = ["silence", "1", "0.05", "0.5%", "reverse", "silence", "1", "0.05", "0.5%",
-               "reverse", "pad", "0.15", "0.15"]  # trim, then even 150 ms margins
+    tfm = sox.Transformer()
+    tfm.set_globals(dither=False)  # dither is random: the corpus must be reproducible
+    tfm.set_output_format(rate=SAMPLE_RATE, bits=16, channels=1)
+    for _ in range(2):  # trim silence at the start, then (reversed) at the end
+        tfm.silence(location=1, silence_threshold=0.5, min_silence_duration=0.05)
+        tfm.reverse()
+    tfm.pad(0.15, 0.15)  # even 150 ms margins
     if cents:
-        effects += ["pitch", str(cents)]
+        tfm.pitch(cents / 100)
     if tempo != 1.0:
-        effects += ["tempo", "-s", str(tempo)]
-    subprocess.run(["sox", "-D", raw, "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", out] + effects,
-                   check=True)
-    data, _ = sf.read(out, dtype="int16")
-    return data
+        tfm.tempo(tempo, audio_type="s")
+    return tfm.build_array(input_filepath=raw).astype("int16")
 
 
 def add_bytes(tar, name, payload):

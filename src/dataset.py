@@ -14,7 +14,6 @@ utterances longer than `max_duration`, and those too long for CTC (more labels t
 steps), are skipped and counted.
 """
 import json
-import math
 import os
 from collections import Counter, namedtuple
 

@@ -2,7 +2,6 @@
 import json
 import os
 
-
 from tqdm import tqdm
 
 from src.dataset import BatchSource, create_dataset, load_utterances
@@ -41,6 +40,3 @@ def write_summary(output_dir, summary):
     with open(path, "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
     return path
-
-
-

@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 
 import mindspore as ms
@@ -239,7 +240,8 @@ def run_training(cfg, rank=0, group_size=1):
             epoch, k = divmod(step, spe)
             if bar is None:
                 bar = tqdm(total=spe, initial=k, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                           unit="step", dynamic_ncols=True, disable=rank != 0)
+                           unit="step", dynamic_ncols=True, disable=rank != 0,
+                           mininterval=0.1 if sys.stderr.isatty() else 10)  # short logs
             inputs, lengths, targets, target_lengths = next(iterator)
             loss, ok = train_step(inputs, lengths, targets, target_lengths)[:2]
             loss = float(loss.asnumpy())

@@ -56,3 +56,12 @@ def test_yaml_file_merge_and_unknown_key(tmp_path):
         load_config(["--config_path", str(bad)])
     with pytest.raises(ConfigError, match="not found"):
         load_config(["--config_path", str(tmp_path / "missing.yaml")])
+
+
+def test_shipped_config_files_load():
+    import glob
+    files = glob.glob("src/configs/*.yaml")
+    assert files
+    for path in files:
+        cfg = load_config(["--config_path", path])
+        assert cfg.config_files == [path]
