@@ -11,8 +11,6 @@ on a real utterance and compares it with the checkpoint network.
 import os
 import sys
 
-import numpy as np
-
 from src.cli import fail, start
 
 VERIFY_TOLERANCE = 1e-4  # max absolute difference of log-probabilities
@@ -30,6 +28,7 @@ def first_audio(manifests):
 def verify(path, network, cfg):
     """Run the exported file and the network on one utterance; return the max difference."""
     import mindspore as ms
+    import numpy as np
     from mindspore import nn
     from src.features import load_audio, spectrogram, stft_params
     audio = cfg.export.verify_audio or first_audio(cfg.eval.manifests)

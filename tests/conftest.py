@@ -7,8 +7,9 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
-os.environ.setdefault("GLOG_v", "3")
+from src.env import prepare_environment  # noqa: E402  (before numpy and mindspore are imported)
+
+prepare_environment("CPU")
 
 
 @pytest.fixture(scope="session")
