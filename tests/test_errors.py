@@ -9,8 +9,8 @@ PY = sys.executable
 
 
 @pytest.fixture(scope="module")
-def files(ms_context, tmp_path_factory):
-    """A tiny checkpoint (hidden 16 x 1), a weights-only one, garbage, and broken manifests."""
+def files(ms_context, sample_data, tmp_path_factory):
+    """A tiny checkpoint (hidden 16 x 1), garbage, a small good manifest and broken ones."""
     from src.builders import build_network
     from src.config import load_config
     root = tmp_path_factory.mktemp("errors")
@@ -21,6 +21,8 @@ def files(ms_context, tmp_path_factory):
     (root / "t.txt").write_text("HELLO")
     (root / "missing_audio.csv").write_text(f"{root}/t.txt,{root}/t.txt\n{root}/nope.wav,{root}/t.txt\n")
     (root / "bad.yaml").write_text("model: [unclosed\n")
+    lines = (sample_data / "libri_train_manifest.csv").read_text().splitlines(keepends=True)
+    (root / "train.csv").write_text("".join(lines[:4]))
     return root
 
 
@@ -33,10 +35,11 @@ CASES = [
      "device_target GPU is not available"),
     ("missing ckpt", [PY, "eval.py", "--pretrain_ckpt={d}/none.ckpt"], "checkpoint not found"),
     ("garbage ckpt", [PY, "export.py", "--checkpoint={d}/garbage.ckpt"], "cannot read checkpoint"),
-    ("other architecture", [PY, "train.py", "--pre_trained_model_path={d}/tiny.ckpt"],
-     "shape mismatch"),
+    ("other architecture", [PY, "train.py", "--pre_trained_model_path={d}/tiny.ckpt",
+                            "--train_manifest={d}/train.csv"], "shape mismatch"),
     ("weights-only resume", [PY, "train.py", "--resume={d}/tiny.ckpt", "--hidden_size=16",
-                             "--num_layers=1"], "has no training position"),
+                             "--num_layers=1", "--train_manifest={d}/train.csv"],
+     "has no training position"),
     ("missing manifest", [PY, "train.py", "--train_manifest={d}/none.csv"], "manifest not found"),
     ("manifest line", [PY, "eval.py", "--checkpoint={d}/tiny.ckpt",
                        "--manifests={d}/missing_audio.csv"],
