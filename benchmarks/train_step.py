@@ -38,7 +38,7 @@ def main(argv=None):
     import mindspore as ms
     import numpy as np
     from src.builders import build_network, setup_context
-    from src.deepspeech2 import output_lengths
+    from src.conv_spec import output_lengths
     from src.lr_generator import get_lr
     from src.training import build_optimizer, build_train_step
 

@@ -20,7 +20,7 @@ from collections import Counter, namedtuple
 import numpy as np
 import soundfile as sf
 
-from src.deepspeech2 import output_lengths
+from src.conv_spec import output_lengths
 from src.features import AudioError, load_audio, num_frames, spectrogram, stft_params
 from src.text import TextEncoder, TextError
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from src.deepspeech2 import output_lengths
+from src.conv_spec import output_lengths
 
 
 def zoo_shapes(hidden=1024, layers=5, n_class=29):

@@ -1,0 +1,31 @@
+"""The conv front-end's geometry and the output lengths derived from it (no framework import).
+
+The network (src/deepspeech2.py) is built from CONV_SPEC and the dataset filters utterances with
+output_lengths, so both always agree.
+"""
+from collections import namedtuple
+
+# One conv layer of the front-end: kernel/stride/padding as (frequency, time).
+ConvLayer = namedtuple("ConvLayer", "out_channels kernel stride padding")
+
+# The zoo front-end. Both the network and the dataset derive lengths from this one spec.
+CONV_SPEC = (
+    ConvLayer(32, (41, 11), (2, 2), (20, 5)),
+    ConvLayer(32, (21, 11), (2, 1), (10, 5)),
+)
+
+
+def conv_out_size(size, axis, spec=CONV_SPEC):
+    """Size along `axis` (0 = frequency, 1 = time) after the conv front-end.
+
+    Works unchanged on Python ints, numpy integer arrays and MindSpore int tensors (only + and //),
+    so the dataset (numpy) and the graph (Tensor) use the very same formula.
+    """
+    for layer in spec:
+        size = (size + 2 * layer.padding[axis] - layer.kernel[axis]) // layer.stride[axis] + 1
+    return size
+
+
+def output_lengths(frames, spec=CONV_SPEC):
+    """Number of network output steps for `frames` spectrogram frames (int, array or Tensor)."""
+    return conv_out_size(frames, 1, spec)
