@@ -32,11 +32,12 @@ def main():
         summary = {}
         for manifest in cfg.eval.manifests:
             name = os.path.splitext(os.path.basename(manifest))[0]
-            rates, pairs = evaluate_manifest(net, manifest, cfg, encoder, cfg.data.batch_size,
-                                             desc=name)
-            summary[name] = write_results(cfg.eval.output_dir, name, rates, pairs)
+            rates, pairs, skipped = evaluate_manifest(net, manifest, cfg, encoder,
+                                                      cfg.data.batch_size, desc=name)
+            summary[name] = write_results(cfg.eval.output_dir, name, rates, pairs, skipped)
+            note = f"; skipped: {skipped.text()} (see summary.json)" if skipped else ""
             print(f"{name}: WER {rates.wer:.2f}%  CER {rates.cer:.2f}%  "
-                  f"({rates.utterances} utterances)")
+                  f"({rates.utterances} utterances{note})")
         path = write_summary(cfg.eval.output_dir, summary)
         print(f"results: {os.path.abspath(cfg.eval.output_dir)} (summary: {path})")
     except (CheckpointError, ManifestError, AudioError, ValueError) as err:

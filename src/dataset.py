@@ -15,13 +15,14 @@ steps), are skipped and counted.
 """
 import json
 import os
+import re
 from collections import Counter, namedtuple
 
 import numpy as np
 import soundfile as sf
 
 from src.conv_spec import output_lengths
-from src.features import AudioError, load_audio, num_frames, spectrogram, stft_params
+from src.features import load_audio, num_frames, spectrogram, stft_params
 from src.text import TextEncoder, TextError
 
 Entry = namedtuple("Entry", "audio transcript duration where")  # where: "manifest:line"
@@ -76,7 +77,11 @@ def _read_json(path):
 
 
 def read_manifest(path):
-    """List of Entry, in file order. Raises ManifestError naming the line of a missing file."""
+    """List of Entry, in file order. Raises ManifestError naming the line of a missing file.
+
+    A duration column is accepted (and written by data_prep) but the loader reads the exact
+    length from the audio header, which also finds unreadable files up front.
+    """
     if not os.path.isfile(path):
         raise ManifestError(f"manifest not found: {path}")
     with open(path, encoding="utf-8") as f:
@@ -107,7 +112,11 @@ def write_manifests(entries, csv_path, json_path, root):
 
 
 class Report(Counter):
-    """Counts of skipped utterances by reason, printed in the logs."""
+    """Counts of skipped utterances by reason (and the files behind unreadable ones)."""
+
+    def __init__(self):
+        super().__init__()
+        self.files = []
 
     def text(self):
         return ", ".join(f"{n} {reason}" for reason, n in sorted(self.items())) or "none"
@@ -124,13 +133,17 @@ def load_utterances(manifest, cfg, encoder, max_duration=None, ctc_filter=True, 
     _, hop = stft_params(cfg.features)
     utts = []
     for e in read_manifest(manifest):
-        duration = e.duration
-        if duration is None:
-            try:
-                info = sf.info(e.audio)
-            except (RuntimeError, sf.LibsndfileError) as err:
-                raise AudioError(f"{e.where}: cannot read audio {e.audio}: {err}") from None
-            duration = info.frames / info.samplerate
+        try:  # the header only: cheap, and catches unreadable files before any worker does
+            info = sf.info(e.audio)
+        except (RuntimeError, sf.LibsndfileError) as err:
+            report["unreadable audio"] += 1
+            report.files.append(f"{e.where}: {e.audio}: {' '.join(str(err).split())}")
+            continue
+        if info.frames == 0:
+            report["empty audio"] += 1
+            report.files.append(f"{e.where}: {e.audio}: empty")
+            continue
+        duration = info.frames / info.samplerate
         if max_duration and duration > max_duration:
             report["longer than max_duration"] += 1
             continue
@@ -312,6 +325,21 @@ def create_dataset(source, num_parallel_workers=1, start_step=0):
     return ds.GeneratorDataset(source, column_names=COLUMNS, sampler=sampler,
                                num_parallel_workers=workers, python_multiprocessing=workers > 1,
                                max_rowsize=-1)
+
+
+def iterate(data):
+    """The tuples of a MindSpore dataset. An error raised inside a worker (audio that turned out
+    unreadable, ...) is re-raised as one ManifestError line instead of the framework's trace."""
+    iterator = data.create_tuple_iterator(num_epochs=1)
+    while True:
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        except RuntimeError as err:
+            found = re.findall(r"(?:AudioError|ManifestError|TextError): (.+)", str(err))
+            raise ManifestError(found[-1].strip() if found else str(err).splitlines()[0]) from None
+        yield item
 
 
 def make_encoder(cfg):

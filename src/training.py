@@ -15,7 +15,7 @@ from tqdm import tqdm
 from src.builders import (CheckpointError, ScaledTrainStep, TrainStep, build_network,
                           load_weights, read_checkpoint)
 from src.config import to_dict
-from src.dataset import create_dataset, load_utterances, make_encoder, training_source
+from src.dataset import create_dataset, iterate, load_utterances, make_encoder, training_source
 from src.deepspeech2 import CTCLossCell, InferenceNet
 from src.evaluate import evaluate_manifest
 from src.lr_generator import get_lr
@@ -188,6 +188,8 @@ def run_training(cfg, rank=0, group_size=1):
     logger.info("train manifest %s: %d utterances, %.2f h; skipped: %s",
                 cfg.data.train_manifest, len(utts),
                 sum(u.frames for u in utts) * cfg.features.window_stride / 3600, report.text())
+    for line in report.files:
+        logger.warning("skipped: %s", line)
     if encoder.dropped:
         logger.warning("characters dropped from transcripts: %s", dict(encoder.dropped))
     source = training_source(utts, cfg, rank, group_size)
@@ -230,7 +232,7 @@ def run_training(cfg, rank=0, group_size=1):
         truncate_metrics(metrics_path, start)
     total = cfg.train.epochs * spe
     data = create_dataset(source, cfg.data.num_parallel_workers, start_step=start)
-    iterator = data.create_tuple_iterator(num_epochs=1)
+    iterator = iterate(data)
     guard = BadStepGuard(cfg.train.max_bad_steps, logger)
     last_ckpt, bar = None, None
     with open(metrics_path, "a", encoding="utf-8") as metrics:
@@ -275,8 +277,8 @@ def run_training(cfg, rank=0, group_size=1):
                                             cfg.train.save_weights_only)
                 logger.info("checkpoint: %s", os.path.abspath(last_ckpt))
             if epoch_end and cfg.data.val_manifest and rank == 0:
-                rates, _ = evaluate_manifest(infer_net, cfg.data.val_manifest, cfg, encoder,
-                                             cfg.data.batch_size, desc="validation")
+                rates, _, _ = evaluate_manifest(infer_net, cfg.data.val_manifest, cfg, encoder,
+                                                cfg.data.batch_size, desc="validation")
                 network.set_train(True)
                 logger.info("epoch %d validation: WER %.2f%% CER %.2f%% (%d utterances)",
                             epoch + 1, rates.wer, rates.cer, rates.utterances)

@@ -55,6 +55,16 @@ def test_missing_file_names_the_manifest_line(tmp_path):
         read_manifest(str(tmp_path / "none.csv"))
 
 
+def test_unreadable_audio_is_skipped_counted_and_named(tmp_path):
+    entries = make_corpus(tmp_path, [1.0, 1.0])
+    (tmp_path / "wav" / "u1.wav").write_bytes(b"RIFF garbage")
+    write_manifests(entries, tmp_path / "m.csv", tmp_path / "m.json", tmp_path)
+    cfg = load_config([])
+    utts, report = load_utterances(str(tmp_path / "m.csv"), cfg, make_encoder(cfg))
+    assert [os.path.basename(u.audio) for u in utts] == ["u0.wav"]
+    assert report == {"unreadable audio": 1} and "m.csv:2" in report.files[0]
+
+
 def test_filters_are_counted_not_cropped(tmp_path):
     long_text = "A LONG TRANSCRIPT THAT CANNOT FIT INTO HALF A SECOND OF AUDIO AT ALL"
     entries = make_corpus(tmp_path, [1.0, 20.0, 0.5], ["OK", "TOO LONG AUDIO", long_text])

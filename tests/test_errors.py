@@ -23,6 +23,16 @@ def files(ms_context, sample_data, tmp_path_factory):
     (root / "bad.yaml").write_text("model: [unclosed\n")
     lines = (sample_data / "libri_train_manifest.csv").read_text().splitlines(keepends=True)
     (root / "train.csv").write_text("".join(lines[:4]))
+    import io
+    import numpy as np
+    import soundfile as sf
+    buf = io.BytesIO()
+    sf.write(buf, (np.random.default_rng(0).standard_normal(32000) * 3000).astype(np.int16), 16000,
+             format="FLAC")
+    data = bytearray(buf.getvalue())
+    data[len(data) // 2:len(data) // 2 + 4000] = b"\xff" * 4000  # valid header, broken frames
+    (root / "corrupt.flac").write_bytes(bytes(data))
+    (root / "corrupt.csv").write_text("".join(lines[:3]) + f"{root}/corrupt.flac,{root}/t.txt\n")
     return root
 
 
@@ -44,6 +54,8 @@ CASES = [
     ("manifest line", [PY, "eval.py", "--checkpoint={d}/tiny.ckpt",
                        "--manifests={d}/missing_audio.csv"],
      "missing_audio.csv:2: audio file not found"),
+    ("corrupt audio", [PY, "eval.py", "--checkpoint={d}/tiny.ckpt", "--manifests={d}/corrupt.csv"],
+     "cannot read audio {d}/corrupt.flac"),
     ("no manifests", [PY, "eval.py", "--checkpoint={d}/tiny.ckpt", "--manifests="],
      "no manifest to evaluate"),
     ("air on cpu", [PY, "export.py", "--file_format=AIR", "--checkpoint={d}/tiny.ckpt"],
@@ -63,6 +75,7 @@ CASES = [
 @pytest.mark.parametrize("name,cmd,message", CASES, ids=[c[0] for c in CASES])
 def test_wrong_input_gets_one_clear_line(files, name, cmd, message):
     proc = run([part.format(d=files) for part in cmd], ok=False, timeout=300)
+    message = message.format(d=files)
     assert proc.returncode != 0, name
     lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
     assert message in "\n".join(lines[-2:]), (name, proc.stderr[-1500:])  # usage + its example
