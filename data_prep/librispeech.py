@@ -24,6 +24,7 @@ import sys
 import tarfile
 import time
 import urllib.request
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 from collections import Counter
 
@@ -190,13 +191,8 @@ def iter_archive(path, subsets, report):
                     continue
                 handle = tar.extractfile(member)
                 yield subset, parts[-1], handle.read()
-    except (tarfile.TarError, EOFError, OSError, zlib_error()) as err:
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
         report.skip(None, os.path.basename(path), f"truncated or corrupt archive ({err})")
-
-
-def zlib_error():
-    import zlib
-    return zlib.error
 
 
 def iter_tree(root, subsets, report):

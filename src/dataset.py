@@ -172,10 +172,11 @@ def make_batches(frames, batch_size, num_buckets, group_size=1):
 
     frames: per-utterance frame counts. Returns (batches, pad_lengths): batches are index arrays
     (sorted by length, cut every `batch_size`), pad_lengths the padded frame count of each batch,
-    taken from at most `num_buckets` distinct values (quantiles of the batch maxima, +1 frame of
-    slack for resampled audio whose length the manifest rounds). With `group_size` devices the
-    number of batches is made a multiple of it without dropping or repeating anything: the r
-    shortest batches left over are dealt into `group_size` smaller batches.
+    taken from at most `num_buckets` distinct values (bucket_bounds: least padding, +1 frame of
+    slack for resampled audio, whose length is estimated from its header at the original rate).
+    With `group_size` devices the number of batches is made a multiple of it without dropping or
+    repeating anything: the r shortest batches left over are dealt into `group_size` smaller
+    batches.
     """
     frames = np.asarray(frames)
     order = np.argsort(frames, kind="stable")

@@ -161,12 +161,13 @@ class BadStepGuard:
         self.total = self.run = 0
 
     def update(self, ok, step, utterances):
+        """`utterances`: a callable giving the batch's utterances (only called for a bad step)."""
         if ok:
             self.run = 0
             return
         self.total += 1
         self.run += 1
-        names = ", ".join(os.path.basename(u.audio) for u in utterances)
+        names = ", ".join(os.path.basename(u.audio) for u in utterances())
         self.logger.warning("step %d: non-finite loss or gradient, update skipped (%d so far); "
                             "batch: %s", step, self.total, names)
         if self.limit and self.run >= self.limit:
@@ -248,7 +249,7 @@ def run_training(cfg, rank=0, group_size=1):
             loss, ok = train_step(inputs, lengths, targets, target_lengths)[:2]
             loss = float(loss.asnumpy())
             ok = bool(ok.asnumpy())
-            guard.update(ok, step + 1, source.batch_utterances(step))
+            guard.update(ok, step + 1, lambda: source.batch_utterances(step))
             done = step + 1
             if ok:
                 window_loss.append(loss)

@@ -125,10 +125,10 @@ def test_non_finite_step_is_skipped_and_repeated_ones_stop_the_run(ms_context):
     assert not np.array_equal(snapshot()["fc.module.weight"], before["fc.module.weight"])
 
     guard = BadStepGuard(3, logging.getLogger("test"))
-    guard.update(False, 1, [])
-    guard.update(True, 2, [])
-    guard.update(False, 3, [])
-    guard.update(False, 4, [])
+    guard.update(False, 1, list)
+    guard.update(True, 2, list)
+    guard.update(False, 3, list)
+    guard.update(False, 4, list)
     with pytest.raises(FloatingPointError, match="3 consecutive steps.*learning rate"):
-        guard.update(False, 5, [])
+        guard.update(False, 5, list)
     assert guard.total == 4
