@@ -34,7 +34,7 @@ def main(argv=None):
     from src.env import prepare_environment
     cfg = load_config([f"--device_target={a.device_target}", f"--hidden_size={a.hidden}",
                        f"--num_layers={a.layers}", f"--cpu_fast_conv={bool(a.fast_conv)}"])
-    prepare_environment(cfg.device_target)
+    prepare_environment(cfg.device_target, native_conv=not a.fast_conv)
     import mindspore as ms
     import numpy as np
     from src.builders import build_network, setup_context

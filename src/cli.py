@@ -15,7 +15,9 @@ def start(entry, argv=None):
         return None
     try:
         cfg = load_config(argv, entry=entry)
-        prepare_environment(cfg.device_target)
+        # export always builds the plain network (nn.Conv2d); train/eval may use the fast path.
+        prepare_environment(cfg.device_target,
+                            native_conv=entry == "export" or not cfg.model.cpu_fast_conv)
     except (ConfigError, ValueError) as err:
         sys.exit(f"{entry}.py: error: {err}")
     return cfg

@@ -33,16 +33,22 @@ class ConvFrontEnd(nn.Cell):
         self.bn1, self.bn2 = bns
         self.spec = spec
         self.tanh = nn.Tanh()
-        # CPU only: conv2 as a numpy GEMM operator (src/fast_conv.py), same weight, same values.
+        # CPU only: both convolutions as numpy GEMMs (src/fast_conv.py), same weights, same values.
         self.fast_conv = bool(fast_conv)
         if self.fast_conv:
             from src.fast_conv import make_custom_conv
-            assert spec[1].stride[1] == 1, "the fast path supports time stride 1 only"
-            self.conv2_fast = make_custom_conv(spec[1].padding, spec[1].stride[0])
+            # conv1's input is the spectrogram (data): its gradient is never needed.
+            self.conv1_fast = make_custom_conv(spec[0].padding, spec[0].stride, input_grad=False)
+            self.conv2_fast = make_custom_conv(spec[1].padding, spec[1].stride)
 
     def construct(self, x, lengths):
         """x: (B, 1, F, T) float; lengths: (B,) int32 input frames -> (B, C, F', T')."""
-        x = self.tanh(self.bn1(self.conv1(x)))  # (B, C, F1, T1)
+        x = ops.stop_gradient(x)  # the spectrogram is data, on both paths
+        if self.fast_conv:
+            x = self.conv1_fast(x, self.conv1.weight)
+        else:
+            x = self.conv1(x)
+        x = self.tanh(self.bn1(x))  # (B, C, F1, T1)
         # conv2 has time stride 1, so its input length is conv1's; zero the padded frames so that
         # conv2's time kernel sees exactly the zeros it would see for the utterance alone.
         len1 = conv_out_size(lengths, 1, self.spec[:1])

@@ -4,19 +4,22 @@ import os
 DEVICE_TARGETS = ("CPU", "GPU", "Ascend")
 
 
-def prepare_environment(device_target):
+def prepare_environment(device_target, native_conv=True):
     """Set framework environment variables for `device_target`; call before importing mindspore.
 
-    On CPU, oneDNN's AVX-512 convolution path runs ~100x slower than its AVX2 GEMM path on the
-    CPUs we measured, so oneDNN is capped at AVX2, and OpenBLAS (numpy) is told the CPU's kernel
-    family, unless the user chose otherwise. Call it before numpy is imported too. GLOG_v=3
-    silences per-step framework warnings (user settings win).
+    On CPU, OpenBLAS (numpy) is told the CPU's kernel family. When MindSpore's own Conv2D will run
+    on CPU (native_conv: the plain network, export), oneDNN is capped at AVX2: on AVX-512 CPUs its
+    NCHW convolution otherwise falls back to a reference kernel ~100x slower. The cap costs the
+    LSTMs ~1.4x (measured: biLSTM 1024 fwd+bwd 3.5 s vs 2.4 s), so runs that compute the
+    convolutions with the numpy fast path (native_conv=False) leave oneDNN uncapped. User settings
+    win. Call it before numpy is imported too. GLOG_v=3 silences per-step framework warnings.
     """
     if device_target not in DEVICE_TARGETS:
         raise ValueError(f"device_target must be one of {', '.join(DEVICE_TARGETS)}, "
                          f"got '{device_target}'")
     if device_target == "CPU":
-        os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
+        if native_conv:
+            os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
         core = openblas_coretype()
         if core:
             os.environ.setdefault("OPENBLAS_CORETYPE", core)

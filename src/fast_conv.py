@@ -1,81 +1,164 @@
-"""CPU fast path for the front-end's second convolution (21x11, stride 2x1): GEMM in numpy.
+"""CPU fast path for the front-end convolutions: GEMMs in numpy instead of MindSpore's Conv2D.
 
-MindSpore 2.10's CPU Conv2D backward runs at ~30 GFLOP/s on this layer, which dominates a
-training step of the small models. The same convolution written as frequency-unfold + one large
-matrix product (numpy/BLAS) + a shifted sum over the time taps computes the same values ~2x
-faster, forward and backward. It is wired into the graph as an ops.Custom "pyfunc" operator with
-its own backward, which MindSpore supports on CPU only; GPU/Ascend, and export to MindIR, use the
-plain nn.Conv2d with the very same weight parameter.
+MindSpore 2.10's CPU Conv2D is oneDNN on plain (NCHW) layouts. On AVX-512 CPUs oneDNN then picks
+a reference kernel (~1 GFLOP/s), so the project used to cap oneDNN at AVX2, which makes Conv2D
+usable (its backward still runs at ~30 GFLOP/s) but halves the speed of everything else oneDNN
+runs, the LSTMs above all. Computing both convolutions here instead (one large matrix product per
+utterance through numpy's BLAS, ~200 GFLOP/s) removes the need for the cap.
 
-Layouts: x (B, C, F, T) and w (O, C, K, J) as nn.Conv2d; internally channels-last (B, F, T, C)
-so that every copy moves contiguous runs of C floats. Time stride is 1 (as in conv2).
+Per utterance, a layer with kernel (K, J) and stride (S, U) over x (C, F, T) is
+  frequency-unfold  xu[f, t, k, c] = xpad[c, S*f + k, t]            (Fo, Tp, K*C)
+  one GEMM          z = xu @ w2,  w2[(k, c), (j, o)] = w[o, c, k, j]  (Fo, Tp, J*O)
+  shifted sum       out[o, f, t] = sum_j z[f, U*t + j, (j, o)]
+so time taps are never copied; the backward pass is the same three steps transposed. A layer with
+a small receptive field (the first: one input channel, C*K*J = 451) instead gathers whole receptive
+fields (im2col, (Fo*To, C*K*J)) and multiplies by w (C*K*J, O): the GEMM's inner size would
+otherwise be tiny and half its rows wasted by the time stride. Working one utterance at a time keeps the temporaries small (~100 MB at 10 s) instead of ~2 GB for a batch.
+
+The ops.Custom "pyfunc" wrapper is CPU only; GPU/Ascend, and export to MindIR, use nn.Conv2d with
+the very same weight parameters. Layouts: x (B, C, F, T) and w (O, C, K, J) as nn.Conv2d.
 """
 import numpy as np
 
 
-def _geometry(x_shape, w_shape, pad, stride_f):
-    b, c, f, t = x_shape
-    o, _, k, j = w_shape
-    fo = (f + 2 * pad[0] - k) // stride_f + 1
+def _geometry(x_shape, w_shape, pad, stride):
+    """(Fo, Tp, To): output frequency bins, padded input length, output length."""
+    _, _, f, t = x_shape
+    _, _, k, j = w_shape
+    fo = (f + 2 * pad[0] - k) // stride[0] + 1
     tp = t + 2 * pad[1]
-    return b, c, f, t, o, k, j, fo, tp, tp - j + 1
+    return fo, tp, (tp - j) // stride[1] + 1
 
 
-def _unfold(x, k, fo, pad, stride_f):
-    """x (B, C, F, T) -> xu (B, Fo, Tp, K, C): xu[b, f, t, k, c] = xpad[b, c, s*f + k, t]."""
-    b, c, f, t = x.shape
-    xp = np.zeros((b, f + 2 * pad[0], t + 2 * pad[1], c), np.float32)  # (B, Fp, Tp, C)
-    xp[:, pad[0]:pad[0] + f, pad[1]:pad[1] + t] = x.transpose(0, 2, 3, 1)
-    xu = np.empty((b, fo, xp.shape[2], k, c), np.float32)
+def _unfold(x1, k, fo, pad, stride_f):
+    """One utterance x1 (C, F, T) -> (Fo*Tp, K*C): row (f, t), column (k, c) = xpad[c, S*f+k, t]."""
+    c, f, t = x1.shape
+    xp = np.zeros((f + 2 * pad[0], t + 2 * pad[1], c), np.float32)  # (Fp, Tp, C)
+    xp[pad[0]:pad[0] + f, pad[1]:pad[1] + t] = x1.transpose(1, 2, 0)
+    xu = np.empty((fo, xp.shape[1], k, c), np.float32)  # (Fo, Tp, K, C)
     for i in range(k):
-        xu[:, :, :, i] = xp[:, i:i + stride_f * (fo - 1) + 1:stride_f]
-    return xu
+        xu[:, :, i] = xp[i:i + stride_f * (fo - 1) + 1:stride_f]
+    return xu.reshape(-1, k * c)
 
 
-def conv_forward(x, w, pad=(10, 5), stride_f=2):
-    """Cross-correlation of x (B, C, F, T) with w (O, C, K, J), zero padding `pad` (F, T)."""
-    b, c, f, t, o, k, j, fo, tp, to = _geometry(x.shape, w.shape, pad, stride_f)
-    xu = _unfold(x, k, fo, pad, stride_f).reshape(b * fo * tp, k * c)
-    w2 = w.transpose(2, 1, 3, 0).reshape(k * c, j * o)  # rows (k, c), columns (j, o)
-    z = (xu @ w2).reshape(b, fo, tp, j, o)
-    out = z[:, :, 0:to, 0].copy()  # (B, Fo, To, O)
-    for i in range(1, j):
-        out += z[:, :, i:i + to, i]
+def _im2col(x1, w_shape, pad, stride, fo, to):
+    """One utterance x1 (C, F, T) -> (Fo*To, C*K*J): row (f, t) holds its receptive field."""
+    c, f, t = x1.shape
+    _, _, k, j = w_shape
+    xp = np.zeros((c, f + 2 * pad[0], t + 2 * pad[1]), np.float32)  # (C, Fp, Tp)
+    xp[:, pad[0]:pad[0] + f, pad[1]:pad[1] + t] = x1
+    sc, sf, st = xp.strides
+    view = np.lib.stride_tricks.as_strided(
+        xp, (fo, to, c, k, j), (stride[0] * sf, stride[1] * st, sc, sf, st), writeable=False)
+    return view.reshape(fo * to, c * k * j)  # copies: (Fo*To, C*K*J)
+
+
+def _use_im2col(w_shape, method):
+    """method "im2col" / "unfold", or None: im2col for small receptive fields (C*K*J <= 1024)."""
+    if method is None:
+        _, c, k, j = w_shape
+        return c * k * j <= 1024
+    if method not in ("im2col", "unfold"):
+        raise ValueError(f"method must be 'im2col' or 'unfold', got {method!r}")
+    return method == "im2col"
+
+
+def _taps(w):
+    """w (O, C, K, J) -> (K*C, J*O): rows (k, c), columns (j, o)."""
+    o, c, k, j = w.shape
+    return w.transpose(2, 1, 3, 0).reshape(k * c, j * o)
+
+
+def conv_forward(x, w, pad, stride, method=None):
+    """Cross-correlation of x (B, C, F, T) with w (O, C, K, J), zero padding and stride (F, T).
+
+    method: "im2col", "unfold" (frequency-unfold + shifted sum) or None to choose by size.
+    """
+    b = x.shape[0]
+    o, _, k, j = w.shape
+    fo, tp, to = _geometry(x.shape, w.shape, pad, stride)
+    if _use_im2col(w.shape, method):
+        w2 = w.reshape(o, -1).T  # (C*K*J, O)
+        out = np.empty((b, o, fo, to), np.float32)
+        for n in range(b):
+            out[n] = (_im2col(x[n], w.shape, pad, stride, fo, to) @ w2).T.reshape(o, fo, to)
+        return out
+    w2 = _taps(w)
+    span = stride[1] * (to - 1) + 1
+    out = np.empty((b, fo, to, o), np.float32)  # (B, Fo, To, O)
+    for n in range(b):
+        z = (_unfold(x[n], k, fo, pad, stride[0]) @ w2).reshape(fo, tp, j, o)
+        out[n] = z[:, 0:span:stride[1], 0]
+        for i in range(1, j):
+            out[n] += z[:, i:i + span:stride[1], i]
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2))  # (B, O, Fo, To)
 
 
-def conv_backward(x, w, dout, pad=(10, 5), stride_f=2):
-    """Gradients (dx, dw) of conv_forward for the output gradient dout (B, O, Fo, To)."""
-    b, c, f, t, o, k, j, fo, tp, to = _geometry(x.shape, w.shape, pad, stride_f)
-    d = dout.transpose(0, 2, 3, 1)  # (B, Fo, To, O)
-    dz = np.zeros((b, fo, tp, j, o), np.float32)
-    for i in range(j):
-        dz[:, :, i:i + to, i] = d
-    dz = dz.reshape(b * fo * tp, j * o)
-    xu = _unfold(x, k, fo, pad, stride_f).reshape(b * fo * tp, k * c)
-    w2 = w.transpose(2, 1, 3, 0).reshape(k * c, j * o)
-    dw = (xu.T @ dz).reshape(k, c, j, o).transpose(3, 1, 0, 2)  # (O, C, K, J)
-    dxu = (dz @ w2.T).reshape(b, fo, tp, k, c)
-    dxp = np.zeros((b, f + 2 * pad[0], tp, c), np.float32)  # (B, Fp, Tp, C)
-    for i in range(k):
-        dxp[:, i:i + stride_f * (fo - 1) + 1:stride_f] += dxu[:, :, :, i]
-    dx = dxp[:, pad[0]:pad[0] + f, pad[1]:pad[1] + t].transpose(0, 3, 1, 2)  # (B, C, F, T)
-    return np.ascontiguousarray(dx), np.ascontiguousarray(dw)
+def conv_backward(x, w, dout, pad, stride, input_grad=True, method=None):
+    """Gradients (dx, dw) of conv_forward for the output gradient dout (B, O, Fo, To).
+
+    With input_grad=False dx is returned as zeros (for a layer whose input is data).
+    """
+    b, c, f, t = x.shape
+    o, _, k, j = w.shape
+    fo, tp, to = _geometry(x.shape, w.shape, pad, stride)
+    if _use_im2col(w.shape, method):
+        return _im2col_backward(x, w, dout, pad, stride, input_grad)
+    w2 = _taps(w)
+    span = stride[1] * (to - 1) + 1
+    dx = np.zeros(x.shape, np.float32)
+    dw2 = np.zeros(w2.shape, np.float32)  # (K*C, J*O)
+    dz = np.zeros((fo, tp, j, o), np.float32)
+    for n in range(b):
+        d = dout[n].transpose(1, 2, 0)  # (Fo, To, O)
+        for i in range(j):
+            dz[:, i:i + span:stride[1], i] = d
+        dz2 = dz.reshape(fo * tp, j * o)
+        xu = _unfold(x[n], k, fo, pad, stride[0])  # (Fo*Tp, K*C)
+        dw2 += xu.T @ dz2
+        if input_grad:
+            dxu = (dz2 @ w2.T).reshape(fo, tp, k, c)
+            dxp = np.zeros((f + 2 * pad[0], tp, c), np.float32)  # (Fp, Tp, C)
+            for i in range(k):
+                dxp[i:i + stride[0] * (fo - 1) + 1:stride[0]] += dxu[:, :, i]
+            dx[n] = dxp[pad[0]:pad[0] + f, pad[1]:pad[1] + t].transpose(2, 0, 1)  # (C, F, T)
+    dw = dw2.reshape(k, c, j, o).transpose(3, 1, 0, 2)  # (O, C, K, J)
+    return dx, np.ascontiguousarray(dw)
 
 
-def make_custom_conv(pad, stride_f):
+def _im2col_backward(x, w, dout, pad, stride, input_grad):
+    b, c, f, t = x.shape
+    o, _, k, j = w.shape
+    fo, to = dout.shape[2:]
+    dx = np.zeros(x.shape, np.float32)
+    dw = np.zeros((o, c * k * j), np.float32)
+    for n in range(b):
+        d = dout[n].reshape(o, fo * to)  # (O, Fo*To)
+        dw += d @ _im2col(x[n], w.shape, pad, stride, fo, to)
+        if input_grad:
+            dcols = (d.T @ w.reshape(o, -1)).reshape(fo, to, c, k, j)
+            dxp = np.zeros((c, f + 2 * pad[0], t + 2 * pad[1]), np.float32)  # (C, Fp, Tp)
+            for i in range(k):
+                for m in range(j):
+                    dxp[:, i:i + stride[0] * (fo - 1) + 1:stride[0],
+                        m:m + stride[1] * (to - 1) + 1:stride[1]] += dcols[:, :, :, i, m].transpose(2, 0, 1)
+            dx[n] = dxp[:, pad[0]:pad[0] + f, pad[1]:pad[1] + t]
+    return dx, dw.reshape(w.shape)
+
+
+def make_custom_conv(pad, stride, input_grad=True):
     """ops.Custom (pyfunc, CPU) computing conv_forward, with conv_backward as its bprop."""
     from mindspore import ops
 
     def forward(x, w):
-        return conv_forward(x, w, pad, stride_f)
+        return conv_forward(x, w, pad, stride)
 
     def backward(x, w, dout):
-        return conv_backward(x, w, dout, pad, stride_f)
+        return conv_backward(x, w, dout, pad, stride, input_grad)
 
     def out_shape(x_shape, w_shape):
-        _, _, _, _, o, _, _, fo, _, to = _geometry(x_shape, w_shape, pad, stride_f)
-        return [x_shape[0], o, fo, to]
+        fo, _, to = _geometry(x_shape, w_shape, pad, stride)
+        return [x_shape[0], w_shape[0], fo, to]
 
     grads = ops.Custom(backward, out_shape=lambda xs, ws, ds: (xs, ws),
                        out_dtype=lambda xt, wt, dt: (xt, wt), func_type="pyfunc")

@@ -20,7 +20,11 @@ def test_two_workers_equal_single_process_on_both_shards(ms_context, sample_data
     train = head(sample_data / "libri_train_manifest.csv", tmp_path / "train.csv", 10)
     overrides = ["--hidden_size=16", "--num_layers=1", "--batch_size=2", "--epochs=1",
                  "--num_parallel_workers=1", f"--train_manifest={train}", "--val_manifest=",
-                 "--warmup_steps=2", "--max_grad_norm=5"]
+                 "--warmup_steps=2", "--max_grad_norm=5",
+                 # Adam turns a gradient element near zero into a full +-lr step whose sign any
+                 # rounding difference (all-reduce order) flips; a larger eps keeps the comparison
+                 # about the gradients.
+                 "--eps=1e-3"]
     cfg = load_config(overrides)
     init = build_network(cfg)
     ms.save_checkpoint(init, str(tmp_path / "init.ckpt"))

@@ -1,36 +1,45 @@
 """The CPU conv fast path computes what nn.Conv2d computes: values, gradients, whole network."""
 import numpy as np
+import pytest
 
 from src.fast_conv import conv_backward, conv_forward
 
 
-def test_numpy_conv_matches_direct_definition():
+@pytest.mark.parametrize("method", ["unfold", "im2col"])
+@pytest.mark.parametrize("channels,stride", [(3, (2, 1)), (1, (2, 2)), (2, (1, 3))])
+def test_numpy_conv_matches_direct_definition(method, channels, stride):
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((2, 3, 9, 7)).astype(np.float32)
-    w = rng.standard_normal((4, 3, 5, 3)).astype(np.float32)
-    pad, stride = (2, 1), 2
+    x = rng.standard_normal((2, channels, 9, 8)).astype(np.float32)
+    w = rng.standard_normal((4, channels, 5, 3)).astype(np.float32)
+    pad = (2, 1)
     xp = np.pad(x, ((0, 0), (0, 0), (2, 2), (1, 1))).astype(np.float64)
-    fo, to = (9 + 4 - 5) // 2 + 1, 7
+    fo, to = (9 + 4 - 5) // stride[0] + 1, (8 + 2 - 3) // stride[1] + 1
     want = np.zeros((2, 4, fo, to))
     for f in range(fo):
         for t in range(to):
-            want[:, :, f, t] = np.einsum("bckj,ockj->bo", xp[:, :, 2 * f:2 * f + 5, t:t + 3], w)
-    np.testing.assert_allclose(conv_forward(x, w, pad, stride), want, rtol=1e-5, atol=1e-5)
+            f0, t0 = stride[0] * f, stride[1] * t
+            want[:, :, f, t] = np.einsum("bckj,ockj->bo", xp[:, :, f0:f0 + 5, t0:t0 + 3], w)
+    np.testing.assert_allclose(conv_forward(x, w, pad, stride, method), want, rtol=1e-5, atol=1e-5)
     # gradients by central finite differences of sum(out * g)
     g = rng.standard_normal(want.shape).astype(np.float32)
-    dx, dw = conv_backward(x, w, g, pad, stride)
+    dx, dw = conv_backward(x, w, g, pad, stride, method=method)
 
     def numeric(which, idx, eps=1e-2):
         args = {"x": x, "w": w}
         plus, minus = args[which].copy(), args[which].copy()
         plus[idx] += eps
         minus[idx] -= eps
-        out = [conv_forward(**{**args, which: a}, pad=pad, stride_f=stride) for a in (plus, minus)]
+        out = [conv_forward(**{**args, which: a}, pad=pad, stride=stride, method=method)
+               for a in (plus, minus)]
         return ((out[0] - out[1]) * g).sum() / (2 * eps)
 
-    for which, grad, idx in [("x", dx, (0, 1, 4, 3)), ("x", dx, (1, 2, 0, 6)),
-                             ("w", dw, (3, 0, 2, 1)), ("w", dw, (0, 2, 4, 0))]:
+    for which, grad, idx in [("x", dx, (0, 0, 4, 3)), ("x", dx, (1, channels - 1, 0, 7)),
+                             ("x", dx, (1, 0, 8, 0)), ("w", dw, (3, 0, 2, 1)),
+                             ("w", dw, (0, channels - 1, 4, 0))]:
         assert abs(numeric(which, idx) - grad[idx]) < 1e-2 * max(1, abs(grad[idx])), (which, idx)
+    no_dx, dw2 = conv_backward(x, w, g, pad, stride, input_grad=False, method=method)
+    assert not no_dx.any()
+    np.testing.assert_array_equal(dw2, dw)
 
 
 def test_fast_network_matches_plain_network_and_gradients(ms_context):
