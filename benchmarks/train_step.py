@@ -7,6 +7,8 @@ the same network), so the two can be run side by side: "step_s_median" over --st
 after one warm-up step (graph compile), "frames_per_s" = batch * frames / step_s_median,
 "peak_rss_mb" of this process. The step is the one train.py builds (network, CTC loss, Adam,
 clipping) with the config's defaults; --fast_conv 0 times the plain nn.Conv2d path.
+--parts also times, on the same shapes, forward+backward of the conv front-end and of one
+bidirectional LSTM layer (the first, and one of the later ones): where a step's time goes.
 """
 import argparse
 import json
@@ -28,6 +30,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
     p.add_argument("--device_target", default="CPU", choices=["CPU", "GPU", "Ascend"])
     p.add_argument("--fast_conv", type=int, default=1, choices=[0, 1])
+    p.add_argument("--parts", action="store_true", help="also time the front-end and one LSTM")
     a = p.parse_args(argv)
 
     from src.config import load_config
@@ -64,14 +67,61 @@ def main(argv=None):
         loss = float(out[0].asnumpy())
         times.append(time.perf_counter() - t0)
     med = float(np.median(times[1:]))
+    parts = time_parts(net, inputs, a.steps) if a.parts else {}
     print(json.dumps({
         "framework": "mindspore", "version": ms.__version__, "hidden": a.hidden,
         "layers": a.layers, "batch": a.batch, "frames": a.frames, "device": a.device_target,
         "fast_conv": bool(a.fast_conv), "threads": os.cpu_count(),
         "params": sum(int(np.prod(q.shape)) for q in net.trainable_params()),
         "first_step_s": times[0], "step_s_median": med, "step_s_all": times[1:],
-        "frames_per_s": a.batch * a.frames / med, "loss": loss,
+        "frames_per_s": a.batch * a.frames / med, "loss": loss, "parts_fwd_bwd_s": parts,
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "(not set)"),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def time_parts(net, inputs, steps):
+    """Median forward+backward seconds of the front-end and of LSTM layers 0 and 1 (if any)."""
+    import mindspore as ms
+    import numpy as np
+    from mindspore import nn, ops
+
+    class SumOut(nn.Cell):
+        def __init__(self, cell):
+            super().__init__()
+            self.cell = cell
+
+        def construct(self, *args):
+            return self.cell(*args).sum()
+
+    class GradOf(nn.Cell):
+        def __init__(self, cell):
+            super().__init__()
+            self.net = SumOut(cell)
+            self.weights = ms.ParameterTuple(cell.trainable_params())
+            self.grad = ops.GradOperation(get_by_list=True)
+
+        def construct(self, *args):
+            return self.grad(self.net, self.weights)(*args)
+
+    def median_time(cell, *args):
+        step, times = GradOf(cell), []
+        for _ in range(steps + 1):
+            t0 = time.perf_counter()
+            [g.asnumpy() for g in step(*args)]
+            times.append(time.perf_counter() - t0)
+        return round(float(np.median(times[1:])), 3)
+
+    x, lengths = inputs[0], inputs[1]
+    conv = net.conv(x, lengths)  # (B, C, F', T')
+    b, c, f, t = conv.shape
+    rnn_in = conv.view(b, c * f, t).transpose(2, 0, 1)  # (T', B, C*F')
+    out_len = ms.Tensor(np.full(b, t, np.int32))
+    parts = {"conv_front_end": median_time(net.conv, x, lengths),
+             "lstm_layer_0": median_time(net.RNN.lstms[0], rnn_in, out_len)}
+    if len(net.RNN.lstms) > 1:
+        hidden = net.RNN.lstms[0](rnn_in, out_len)  # (T', B, H)
+        parts["lstm_layer_1"] = median_time(net.RNN.lstms[1], hidden, out_len)
+    return parts
 
 
 if __name__ == "__main__":

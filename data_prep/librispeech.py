@@ -16,10 +16,12 @@ links are refused and reported. Exit status: 0, or 1 when nothing usable came ou
 --strict, when anything was skipped).
 """
 import argparse
+import contextlib
 import hashlib
 import io
 import os
 import re
+import struct
 import sys
 import tarfile
 import time
@@ -99,32 +101,71 @@ def download(subset, dest_dir, url_template=OPENSLR_URL, chunk=1 << 20):
 
 
 # ----------------------------------------------------------------------------- audio work
-def _atomic_write_audio(path, wave, sample_rate, fmt):
+def _atomic_write(path, write):
+    """write(tmp) then rename: `path` is complete or absent, never partial.
+
+    A failed write (disk full, unwritable output) raises OSError naming the file; the run stops
+    there, since every later file would fail the same way.
+    """
     tmp = f"{path}.tmp{os.getpid()}"
-    sf.write(tmp, wave, sample_rate, format=fmt.upper(), subtype="PCM_16")
+    try:
+        write(tmp)
+    except (RuntimeError, OSError) as err:  # libsndfile reports write errors as RuntimeError
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise OSError(f"cannot write {path}: {str(err).strip()} "
+                      "(disk full or output not writable?)") from None
     os.replace(tmp, path)
+
+
+def _write_bytes(*chunks):
+    def write(path):
+        with open(path, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+    return write
+
+
+def wav_header(n_samples, sample_rate):
+    """The 44-byte header of a canonical 16-bit mono PCM WAV (the bytes libsndfile writes too)."""
+    size = 2 * n_samples
+    return struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + size, b"WAVE", b"fmt ", 16, 1, 1,
+                       sample_rate, 2 * sample_rate, 2, 16, b"data", size)
 
 
 def convert_audio(payload, dest, sample_rate, fmt):
     """Decode `payload` (bytes of a flac/wav file), write 16-bit mono `dest`; returns seconds.
 
-    Raises ValueError with the reason for unreadable or empty audio.
+    Every file is decoded in full, so broken audio is caught here and not in training. A file
+    that already is what `dest` asks for (LibriSpeech's FLAC with --audio_format flac) is copied
+    byte for byte instead of re-encoded. Raises ValueError with the reason for unreadable or
+    empty audio.
     """
     try:
-        data, sr = sf.read(io.BytesIO(payload), dtype="int16", always_2d=True)  # (N, channels)
+        with sf.SoundFile(io.BytesIO(payload)) as f:
+            sr, kind = f.samplerate, (f.format, f.subtype)
+            data = f.read(dtype="int16", always_2d=True)  # (N, channels)
     except (RuntimeError, sf.LibsndfileError) as err:
         raise ValueError(f"unreadable audio ({err})") from None
     if data.shape[0] == 0:
         raise ValueError("empty audio")
     if data.shape[1] == 1 and sr == sample_rate:
-        wave = data[:, 0]  # LibriSpeech's case: a lossless copy of the samples
+        if kind == (fmt.upper(), "PCM_16"):
+            _atomic_write(dest, _write_bytes(payload))
+            return data.shape[0] / sample_rate
+        if fmt == "wav":  # LibriSpeech's case: the samples as they are, 2.5x faster than sf.write
+            _atomic_write(dest, _write_bytes(wav_header(data.shape[0], sample_rate),
+                                             data.astype("<i2", copy=False).tobytes()))
+            return data.shape[0] / sample_rate
+        wave = data[:, 0]
     else:
         wave = data.astype(np.float32).mean(axis=1) / 32768
         if sr != sample_rate:
             import librosa
             wave = librosa.resample(wave, orig_sr=sr, target_sr=sample_rate)
         wave = np.clip(wave, -1.0, 32767 / 32768)
-    _atomic_write_audio(dest, wave, sample_rate, fmt)
+    _atomic_write(dest, lambda tmp: sf.write(tmp, wave, sample_rate, format=fmt.upper(),
+                                             subtype="PCM_16"))
     return len(wave) / sample_rate
 
 
@@ -144,6 +185,8 @@ def convert_many(jobs, sample_rate, fmt):
 
 def existing_duration(path):
     """Duration of a finished output file, or None if it is missing or unreadable."""
+    if not os.path.exists(path):
+        return None
     try:
         info = sf.info(path)
     except (RuntimeError, sf.LibsndfileError, OSError):

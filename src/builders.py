@@ -17,6 +17,28 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable or of another architecture."""
 
 
+AMP_LEVELS = ("O0", "O1", "O2", "O3")
+JIT_LEVELS = ("", "O0", "O1", "O2")
+
+
+def check_device_options(cfg):
+    """Reject device switches the chosen device cannot run, with the reason, before any work."""
+    amp, jit, device = cfg.train.amp_level, cfg.train.jit_level, cfg.device_target
+    if amp not in AMP_LEVELS:
+        raise ValueError(f"train.amp_level must be one of {', '.join(AMP_LEVELS)}, got '{amp}'")
+    if amp != "O0" and device == "CPU":
+        raise ValueError(f"train.amp_level={amp} needs GPU or Ascend: MindSpore's float16 CPU "
+                         "kernels are slower than float32 and the CPU conv fast path computes in "
+                         "float32; use --amp_level=O0 on CPU")
+    if jit not in JIT_LEVELS:
+        raise ValueError(f"train.jit_level must be '', O0, O1 or O2, got '{jit}'")
+    if jit == "O2" and device != "Ascend":
+        raise ValueError("train.jit_level=O2 (whole-graph sink through GraphEngine) runs on "
+                         f"Ascend only, not {device}; use '', O0 or O1")
+    if jit and cfg.mode != "graph":
+        raise ValueError(f"train.jit_level={jit} applies to graph mode; set --mode=graph")
+
+
 def setup_context(cfg):
     """Graph/PyNative mode and device from the config; with cfg.distribute, join the workers.
 
@@ -25,6 +47,7 @@ def setup_context(cfg):
     mode = {"graph": ms.GRAPH_MODE, "pynative": ms.PYNATIVE_MODE}.get(cfg.mode)
     if mode is None:
         raise ValueError(f"mode must be 'graph' or 'pynative', got '{cfg.mode}'")
+    check_device_options(cfg)
     if not ms.hal.is_available(cfg.device_target):
         raise ValueError(f"device_target {cfg.device_target} is not available on this machine "
                          "(check its drivers and MindSpore's device package, or use "

@@ -169,7 +169,7 @@ class CTCLossCell(nn.Cell):
 
     def construct(self, x, lengths, targets, target_lengths):
         logits, out_lengths = self.network(x, lengths)
-        log_probs = self.log_softmax(logits)  # (T', B, C)
+        log_probs = self.log_softmax(logits.astype(ms.float32))  # (T', B, C); float32 under AMP
         loss = self.ctc(log_probs, targets, out_lengths, target_lengths)  # (B,)
         return loss.mean()
 

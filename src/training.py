@@ -50,14 +50,24 @@ def build_optimizer(network, cfg, lr):
 
 
 def build_train_step(network, optimizer, cfg, blank):
-    """TrainStep (CPU, or loss_scale none), else ScaledTrainStep with dynamic loss scaling."""
-    loss_net = CTCLossCell(network, blank)
-    if cfg.device_target != "CPU" and cfg.train.loss_scale == "dynamic":
-        return ScaledTrainStep(loss_net, optimizer, cfg.train.max_grad_norm)
+    """TrainStep (CPU, or loss_scale none), else ScaledTrainStep with dynamic loss scaling.
+
+    train.amp_level casts the network for mixed precision (GPU/Ascend; the loss stays float32)
+    and train.jit_level sets the step's graph compile level; check_device_options has vetted both.
+    """
     if cfg.train.loss_scale not in ("dynamic", "none"):
         raise ValueError(f"train.loss_scale must be 'dynamic' or 'none', got "
                          f"'{cfg.train.loss_scale}'")
-    return TrainStep(loss_net, optimizer, cfg.train.max_grad_norm)
+    if cfg.train.amp_level != "O0":
+        network = ms.amp.auto_mixed_precision(network, cfg.train.amp_level)
+    loss_net = CTCLossCell(network, blank)
+    if cfg.device_target != "CPU" and cfg.train.loss_scale == "dynamic":
+        step = ScaledTrainStep(loss_net, optimizer, cfg.train.max_grad_norm)
+    else:
+        step = TrainStep(loss_net, optimizer, cfg.train.max_grad_norm)
+    if cfg.train.jit_level:
+        step.set_jit_config(ms.JitConfig(jit_level=cfg.train.jit_level))
+    return step
 
 
 def checkpoint_name(epoch, step_in_epoch, weights_only=False):

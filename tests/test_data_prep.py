@@ -76,6 +76,9 @@ def test_archives_to_splits_and_manifests(tmp_path):
     data, sr = sf.read(wav, dtype="int16")
     assert sr == SR and data.ndim == 1 and sf.info(wav).subtype == "PCM_16"
     np.testing.assert_array_equal(data, train["19-198-0002"])  # lossless copy of the FLAC
+    ref = io.BytesIO()
+    sf.write(ref, train["19-198-0002"], SR, format="WAV", subtype="PCM_16")
+    assert open(wav, "rb").read() == ref.getvalue()  # the very file libsndfile would write
     resampled = sf.info(str(out / "train/wav/26-495-0000.wav"))
     assert resampled.samplerate == SR and abs(resampled.frames - 3 * SR) <= 1
 
@@ -91,6 +94,26 @@ def test_archives_to_splits_and_manifests(tmp_path):
     prep(src, out)  # a re-run skips finished files and writes the same manifests
     assert {p: os.path.getmtime(p) for p in (out / "train/wav").iterdir()} == before
     assert (out / "libri_train_manifest.csv").read_bytes() == csv_before
+
+
+def test_flac_output_copies_librispeech_files_and_converts_the_rest(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    make_archive(src / "train-clean-100.tar.gz", "train-clean-100", {
+        "19-198-0001": (2.0, "HELLO THERE", SR), "26-495-0000": (1.5, "RESAMPLED", 22050)})
+    with tarfile.open(src / "train-clean-100.tar.gz") as tar:
+        original = {os.path.basename(m.name): tar.extractfile(m).read() for m in tar
+                    if m.name.endswith(".flac")}
+    prep(src, out, "--audio_format", "flac")
+    lines = (out / "libri_train_manifest.csv").read_text().splitlines()
+    assert [line.split(",")[0].rsplit("/", 2)[1:] for line in lines] == [
+        ["flac", "26-495-0000.flac"], ["flac", "19-198-0001.flac"]]
+    # already 16 kHz 16-bit mono FLAC: the very bytes of the archive, no re-encoding
+    assert (out / "train/flac/19-198-0001.flac").read_bytes() == original["19-198-0001.flac"]
+    info = sf.info(str(out / "train/flac/26-495-0000.flac"))
+    assert (info.format, info.subtype, info.samplerate) == ("FLAC", "PCM_16", SR)
+    assert abs(info.frames - 1.5 * SR) <= 1 and float(lines[0].split(",")[2]) == 1.5
+    assert not (out / "train/wav").exists()
 
 
 def test_bad_input_is_reported_by_name_and_the_rest_goes_on(tmp_path):
@@ -195,3 +218,43 @@ def test_killed_run_resumes_to_identical_outputs(tmp_path):
     strip = lambda text: text.replace(str(ref), "").replace(str(crash), "")  # noqa: E731
     assert strip((crash / "libri_train_manifest.csv").read_text()) == \
         strip((ref / "libri_train_manifest.csv").read_text())
+
+
+def test_full_disk_stops_with_one_line_and_keeps_finished_files_valid(tmp_path):
+    """A per-file size limit (RLIMIT_FSIZE) makes every write beyond 40 kB fail as on a full disk."""
+    import resource
+    import signal
+    import subprocess
+    from conftest import REPO
+    src, out, ref = tmp_path / "src", tmp_path / "out", tmp_path / "ref"
+    src.mkdir()
+    utts = {f"1-2-{i:04d}": (0.5, "SHORT ONE", SR) for i in range(6)}  # 16 kB wav each
+    utts.update({f"3-4-{i:04d}": (2.0, "A LONGER ONE", SR) for i in range(4)})  # 64 kB each
+    make_archive(src / "train-clean-100.tar.gz", "train-clean-100", utts)
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))
+
+    cmd = [sys.executable, "data_prep/librispeech.py", "--source_dir", str(src), "--target_dir",
+           str(out), "--workers", "2", "--train_subsets", "train-clean-100", "--val_subsets",
+           "--test_clean_subsets", "--test_other_subsets"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          preexec_fn=limit_file_size)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "librispeech.py: error: cannot write " in errors[0], proc.stderr
+    assert "disk full" in errors[0]
+    assert "Traceback" not in proc.stderr
+    wavs = sorted((out / "train" / "wav").iterdir())
+    assert wavs and all(p.suffix == ".wav" for p in wavs)  # no temporary file left behind
+    for p in wavs:  # what was written is complete
+        data, sr = sf.read(p, dtype="int16")
+        assert sr == SR and len(data) == 8000, p.name
+    assert not (out / "libri_train_manifest.csv").exists()
+    # with space again, the same command finishes and equals an uninterrupted run
+    run(cmd)
+    run(cmd[:5] + [str(ref)] + cmd[6:])
+    for p in (ref / "train" / "wav").iterdir():
+        assert (out / "train" / "wav" / p.name).read_bytes() == p.read_bytes()
+    assert len(list((out / "train" / "wav").iterdir())) == 10

@@ -1,0 +1,56 @@
+"""Device switches (train.jit_level, train.amp_level) build and run as far as CPU allows."""
+import numpy as np
+import pytest
+
+
+def _batch(ms, rng):
+    x = ms.Tensor(rng.standard_normal((2, 1, 161, 40)).astype(np.float32))
+    return (x, ms.Tensor(np.array([40, 31], np.int32)),
+            ms.Tensor(np.array([[1, 2, 3], [4, 5, 0]], np.int32)),
+            ms.Tensor(np.array([3, 2], np.int32)))
+
+
+def _first_step(ms, overrides, fast_conv=True):
+    from src.builders import build_network
+    from src.config import load_config
+    from src.training import build_optimizer, build_train_step
+    cfg = load_config(["--hidden_size=16", "--num_layers=1", *overrides])
+    ms.set_seed(3)
+    net = build_network(cfg, fast_conv=fast_conv)
+    step = build_train_step(net, build_optimizer(net, cfg, [1e-3] * 2), cfg, blank=28)
+    step.set_train(True)
+    loss, finite = step(*_batch(ms, np.random.default_rng(0)))
+    return float(loss.asnumpy()), bool(finite.asnumpy()), net
+
+
+@pytest.mark.parametrize("level", ["O0", "O1"])
+def test_jit_levels_compute_the_default_step(ms_context, level):
+    want, _, _ = _first_step(ms_context, [])
+    got, finite, _ = _first_step(ms_context, [f"--jit_level={level}"])
+    assert finite and abs(got - want) < 1e-4 * abs(want)
+
+
+def test_amp_o2_casts_the_network_and_keeps_the_loss_float32(ms_context):
+    """What GPU/Ascend run under --amp_level=O2, built on CPU with the plain conv path.
+
+    CPU training rejects amp (check_device_options); MindSpore's float16 CPU kernels still run it.
+    """
+    from src.config import load_config
+    want, _, _ = _first_step(ms_context, [], fast_conv=False)
+    cfg = load_config(["--amp_level=O2"])
+    cfg.device_target = "GPU"  # amp's code path; the step itself runs on this CPU
+    from src.builders import build_network
+    from src.training import build_optimizer, build_train_step
+    cfg.model.hidden_size, cfg.model.num_layers, cfg.train.loss_scale = 16, 1, "none"
+    ms_context.set_seed(3)
+    net = build_network(cfg, fast_conv=False)
+    step = build_train_step(net, build_optimizer(net, cfg, [1e-3] * 2), cfg, blank=28)
+    step.set_train(True)
+    loss, finite = step(*_batch(ms_context, np.random.default_rng(0)))
+    assert loss.dtype == ms_context.float32 and bool(finite.asnumpy())
+    # O2: the network computes in float16 with BatchNorm kept in float32 (wrapped), same names
+    wrapped = [name for name, cell in step.network.cells_and_names()
+               if type(cell).__name__ == "_OutputTo16"]
+    assert any(name.endswith("conv.bn1") for name in wrapped)
+    assert "conv.conv1.weight" in [p.name for p in step.network.trainable_params()]
+    assert abs(float(loss.asnumpy()) - want) < 2e-2 * abs(want)
