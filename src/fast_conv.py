@@ -7,9 +7,9 @@ runs, the LSTMs above all. Computing both convolutions here instead (one large m
 utterance through numpy's BLAS, ~200 GFLOP/s) removes the need for the cap.
 
 Per utterance, a layer with kernel (K, J) and stride (S, U) over x (C, F, T) is
-  frequency-unfold  xu[f, t, k, c] = xpad[c, S*f + k, t]            (Fo, Tp, K*C)
-  one GEMM          z = xu @ w2,  w2[(k, c), (j, o)] = w[o, c, k, j]  (Fo, Tp, J*O)
-  shifted sum       out[o, f, t] = sum_j z[f, U*t + j, (j, o)]
+  frequency-unfold  xu[t, f, k, c] = xpad[c, S*f + k, t]            (Tp, Fo, K*C)
+  one GEMM          z = xu @ w2,  w2[(k, c), (j, o)] = w[o, c, k, j]  (Tp, Fo, J*O)
+  shifted sum       out[o, f, t] = sum_j z[U*t + j, f, (j, o)]
 so time taps are never copied; the backward pass is the same three steps transposed. A layer with
 a small receptive field (the first: one input channel, C*K*J = 451) instead gathers whole receptive
 fields (im2col, (Fo*To, C*K*J)) and multiplies by w (C*K*J, O): the GEMM's inner size would
@@ -31,14 +31,18 @@ def _geometry(x_shape, w_shape, pad, stride):
 
 
 def _unfold(x1, k, fo, pad, stride_f):
-    """One utterance x1 (C, F, T) -> (Fo*Tp, K*C): row (f, t), column (k, c) = xpad[c, S*f+k, t]."""
+    """One utterance x1 (C, F, T) -> (Tp*Fo, K*C): row (t, f), column (k, c) = xpad[c, S*f+k, t].
+
+    Time-major padding (Tp, Fp, C) makes each row's K*C values one contiguous run of the padded
+    input, so the unfold is a single strided copy of 2.7 kB runs (for conv2).
+    """
     c, f, t = x1.shape
-    xp = np.zeros((f + 2 * pad[0], t + 2 * pad[1], c), np.float32)  # (Fp, Tp, C)
-    xp[pad[0]:pad[0] + f, pad[1]:pad[1] + t] = x1.transpose(1, 2, 0)
-    xu = np.empty((fo, xp.shape[1], k, c), np.float32)  # (Fo, Tp, K, C)
-    for i in range(k):
-        xu[:, :, i] = xp[i:i + stride_f * (fo - 1) + 1:stride_f]
-    return xu.reshape(-1, k * c)
+    xp = np.zeros((t + 2 * pad[1], f + 2 * pad[0], c), np.float32)  # (Tp, Fp, C)
+    xp[pad[1]:pad[1] + t, pad[0]:pad[0] + f] = x1.transpose(2, 1, 0)
+    st, sf, sc = xp.strides
+    view = np.lib.stride_tricks.as_strided(xp, (xp.shape[0], fo, k * c), (st, stride_f * sf, sc),
+                                           writeable=False)  # (Tp, Fo, K*C)
+    return view.reshape(-1, k * c)  # copies
 
 
 def _im2col(x1, w_shape, pad, stride, fo, to):
@@ -85,13 +89,13 @@ def conv_forward(x, w, pad, stride, method=None):
         return out
     w2 = _taps(w)
     span = stride[1] * (to - 1) + 1
-    out = np.empty((b, fo, to, o), np.float32)  # (B, Fo, To, O)
+    out = np.empty((b, to, fo, o), np.float32)  # (B, To, Fo, O)
     for n in range(b):
-        z = (_unfold(x[n], k, fo, pad, stride[0]) @ w2).reshape(fo, tp, j, o)
-        out[n] = z[:, 0:span:stride[1], 0]
+        z = (_unfold(x[n], k, fo, pad, stride[0]) @ w2).reshape(tp, fo, j, o)
+        out[n] = z[0:span:stride[1], :, 0]
         for i in range(1, j):
-            out[n] += z[:, i:i + span:stride[1], i]
-    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))  # (B, O, Fo, To)
+            out[n] += z[i:i + span:stride[1], :, i]
+    return np.ascontiguousarray(out.transpose(0, 3, 2, 1))  # (B, O, Fo, To)
 
 
 def conv_backward(x, w, dout, pad, stride, input_grad=True, method=None):
@@ -108,20 +112,20 @@ def conv_backward(x, w, dout, pad, stride, input_grad=True, method=None):
     span = stride[1] * (to - 1) + 1
     dx = np.zeros(x.shape, np.float32)
     dw2 = np.zeros(w2.shape, np.float32)  # (K*C, J*O)
-    dz = np.zeros((fo, tp, j, o), np.float32)
+    dz = np.zeros((tp, fo, j, o), np.float32)  # taps never written stay zero for every n
     for n in range(b):
-        d = dout[n].transpose(1, 2, 0)  # (Fo, To, O)
+        d = dout[n].transpose(2, 1, 0)  # (To, Fo, O)
         for i in range(j):
-            dz[:, i:i + span:stride[1], i] = d
-        dz2 = dz.reshape(fo * tp, j * o)
-        xu = _unfold(x[n], k, fo, pad, stride[0])  # (Fo*Tp, K*C)
+            dz[i:i + span:stride[1], :, i] = d
+        dz2 = dz.reshape(tp * fo, j * o)
+        xu = _unfold(x[n], k, fo, pad, stride[0])  # (Tp*Fo, K*C)
         dw2 += xu.T @ dz2
         if input_grad:
-            dxu = (dz2 @ w2.T).reshape(fo, tp, k, c)
-            dxp = np.zeros((f + 2 * pad[0], tp, c), np.float32)  # (Fp, Tp, C)
+            dxu = (dz2 @ w2.T).reshape(tp, fo, k, c)
+            dxp = np.zeros((tp, f + 2 * pad[0], c), np.float32)  # (Tp, Fp, C)
             for i in range(k):
-                dxp[i:i + stride[0] * (fo - 1) + 1:stride[0]] += dxu[:, :, i]
-            dx[n] = dxp[pad[0]:pad[0] + f, pad[1]:pad[1] + t].transpose(2, 0, 1)  # (C, F, T)
+                dxp[:, i:i + stride[0] * (fo - 1) + 1:stride[0]] += dxu[:, :, i]
+            dx[n] = dxp[pad[1]:pad[1] + t, pad[0]:pad[0] + f].transpose(2, 1, 0)  # (C, F, T)
     dw = dw2.reshape(k, c, j, o).transpose(3, 1, 0, 2)  # (O, C, K, J)
     return dx, np.ascontiguousarray(dw)
 
