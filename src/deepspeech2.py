@@ -122,7 +122,7 @@ class DeepSpeechModel(nn.Cell):
 
     construct(x, lengths): x (B, 1, n_freq, T) float32 spectrogram, lengths (B,) int32 frames
     -> (logits (T', B, n_class), output lengths (B,) int32).
-    fast_conv (CPU only) computes conv2 with src/fast_conv.py; parameters and results are the same.
+    fast_conv (CPU only) computes both convs with src/fast_conv.py; same parameters and results.
     """
 
     def __init__(self, n_class=29, hidden_size=1024, num_layers=5, bidirectional=True,

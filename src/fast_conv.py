@@ -2,8 +2,8 @@
 
 MindSpore 2.10's CPU Conv2D is oneDNN on plain (NCHW) layouts. On AVX-512 CPUs oneDNN then picks
 a reference kernel (~1 GFLOP/s), so the project used to cap oneDNN at AVX2, which makes Conv2D
-usable (its backward still runs at ~30 GFLOP/s) but halves the speed of everything else oneDNN
-runs, the LSTMs above all. Computing both convolutions here instead (one large matrix product per
+usable (its backward still runs at ~30 GFLOP/s) but slows everything else oneDNN runs, the LSTMs
+above all (~1.4x). Computing both convolutions here instead (one large matrix product per
 utterance through numpy's BLAS, ~200 GFLOP/s) removes the need for the cap.
 
 Per utterance, a layer with kernel (K, J) and stride (S, U) over x (C, F, T) is
@@ -13,7 +13,8 @@ Per utterance, a layer with kernel (K, J) and stride (S, U) over x (C, F, T) is
 so time taps are never copied; the backward pass is the same three steps transposed. A layer with
 a small receptive field (the first: one input channel, C*K*J = 451) instead gathers whole receptive
 fields (im2col, (Fo*To, C*K*J)) and multiplies by w (C*K*J, O): the GEMM's inner size would
-otherwise be tiny and half its rows wasted by the time stride. Working one utterance at a time keeps the temporaries small (~100 MB at 10 s) instead of ~2 GB for a batch.
+otherwise be tiny and half its rows wasted by the time stride. Working one utterance at a time
+keeps the temporaries small (~100 MB at 10 s) instead of ~2 GB for a batch.
 
 The ops.Custom "pyfunc" wrapper is CPU only; GPU/Ascend, and export to MindIR, use nn.Conv2d with
 the very same weight parameters. Layouts: x (B, C, F, T) and w (O, C, K, J) as nn.Conv2d.
