@@ -292,7 +292,11 @@ class Report:
 
 
 def prepare_split(split, subsets, sources, args, encoder, report, pool):
-    """Convert one split; returns [(audio, txt, seconds)] of usable utterances."""
+    """Convert one split; returns [(audio, txt, seconds)] of usable utterances.
+
+    Transcripts are checked and written by this (main) process while the workers decode, so only
+    the clean-up of unusable ones is left for the end.
+    """
     out = os.path.join(args.target_dir, split)
     audio_dir = os.path.join(out, args.audio_format)
     txt_dir = os.path.join(out, "txt")
@@ -302,7 +306,8 @@ def prepare_split(split, subsets, sources, args, encoder, report, pool):
         for name in os.listdir(folder):
             if ".tmp" in name:
                 os.remove(os.path.join(folder, name))
-    transcripts, durations, pending, group = {}, {}, [], []
+    present = set(os.listdir(audio_dir))  # audio finished by an earlier run
+    transcripts, bad_text, durations, pending, group = {}, {}, {}, [], []
     bar = tqdm(desc=f"{split}", unit="file", dynamic_ncols=True)
     for kind, path, holds in sources:
         wanted = [s for s in holds if s in subsets]
@@ -318,14 +323,21 @@ def prepare_split(split, subsets, sources, args, encoder, report, pool):
                     if not UTT_ID.match(utt):
                         report.skip(split, f"{name}:{n}", "malformed transcript line")
                         continue
+                    text = normalize_transcript(text)
+                    try:
+                        encoder.encode(text, source=utt)
+                    except TextError as err:
+                        bad_text[utt] = f"character outside labels.json ({err})"
+                        continue
                     transcripts[utt] = text
+                    _write_text(os.path.join(txt_dir, f"{utt}.txt"), text)
                 continue
             utt = os.path.splitext(name)[0]
             if not UTT_ID.match(utt):
                 report.skip(split, name, "audio file name is not <speaker>-<chapter>-<utt>")
                 continue
             dest = os.path.join(audio_dir, f"{utt}.{args.audio_format}")
-            done = existing_duration(dest)
+            done = existing_duration(dest) if os.path.basename(dest) in present else None
             if done is not None:
                 durations[utt] = done
                 bar.update(1)
@@ -342,34 +354,38 @@ def prepare_split(split, subsets, sources, args, encoder, report, pool):
     bar.close()
 
     entries = []
-    for utt in sorted(set(durations) | set(transcripts)):
+    for utt in sorted(set(durations) | set(transcripts) | set(bad_text)):
         dest = os.path.join(audio_dir, f"{utt}.{args.audio_format}")
-        if utt not in transcripts:
-            report.skip(split, utt, "audio with no transcript line")
-            continue
-        if utt not in durations:
-            if (split, utt) not in report.failed:
-                report.skip(split, utt, "transcript line with no audio")
-            continue
-        seconds = durations[utt]
-        text = normalize_transcript(transcripts[utt])
-        try:
-            encoder.encode(text, source=utt)
-        except TextError as err:
-            report.skip(split, utt, f"character outside labels.json ({err})")
-            continue
-        if split == "train" and not args.min_duration <= seconds <= args.max_duration:
-            report.skip(split, utt, f"duration {seconds:.2f}s outside "
-                                    f"[{args.min_duration}, {args.max_duration}] (train filter)")
-            continue
         txt = os.path.join(txt_dir, f"{utt}.txt")
-        if not os.path.isfile(txt) or open(txt, encoding="utf-8").read() != text:
-            with open(txt + ".tmp", "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(txt + ".tmp", txt)
-        entries.append((dest, txt, seconds))
+        if (split, utt) in report.failed:
+            reason = None  # its audio could not be converted: reported by the worker already
+        elif utt not in transcripts and utt not in bad_text:
+            reason = "audio with no transcript line"
+        elif utt not in durations:
+            reason = "transcript line with no audio"
+        elif utt in bad_text:
+            reason = bad_text[utt]
+        elif split == "train" and not args.min_duration <= durations[utt] <= args.max_duration:
+            reason = (f"duration {durations[utt]:.2f}s outside "
+                      f"[{args.min_duration}, {args.max_duration}] (train filter)")
+        else:
+            entries.append((dest, txt, durations[utt]))
+            continue
+        if reason is not None:
+            report.skip(split, utt, reason)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(txt)  # only usable utterances keep a transcript file
     entries.sort(key=lambda e: (e[2], e[0]))
     return entries
+
+
+def _write_text(path, text):
+    """Write `text` atomically unless the file already holds exactly it (cheap re-runs)."""
+    with contextlib.suppress(FileNotFoundError):
+        with open(path, encoding="utf-8") as f:
+            if f.read() == text:
+                return
+    _atomic_write(path, _write_bytes(text.encode("utf-8")))
 
 
 def _collect(pending, durations, split, report, bar, limit):

@@ -18,3 +18,21 @@ def test_train_step_benchmark_prints_one_consistent_json_line():
     assert set(out["parts_fwd_bwd_s"]) == {"conv_front_end", "lstm_layer_0", "lstm_layer_1"}
     assert out["onednn_max_cpu_isa"] != "AVX2"  # the fast path leaves oneDNN uncapped
     assert out["peak_rss_mb"] > 100 and out["loss"] > 0
+
+
+def test_data_prep_benchmark_reports_consistent_medians_of_both_routes():
+    proc = run([sys.executable, "benchmarks/data_prep_speed.py", "--files", "12", "--concat", "1",
+                "--workers", "2", "--rounds", "2"])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["files"] == 12 and out["rounds"] == 2
+    rounds = out["rounds_s"]
+    assert all(len(v) == 2 for v in rounds.values())
+    # the whole field route includes its conversion, round by round
+    assert all(f >= c for f, c in zip(rounds["field"], rounds["field_convert"]))
+    med = {k: sorted(v)[0] / 2 + sorted(v)[1] / 2 for k, v in rounds.items()}
+    assert abs(out["ours_s"] - med["ours"]) <= 0.01
+    assert abs(out["speedup"] - med["field"] / med["ours"]) <= 0.02 * out["speedup"] + 0.01
+    hours = out["audio_hours"]
+    assert 11 * 2.0 / 3600 < hours < 12 * 4.0 / 3600  # 12 sample utterances of 2-4 s
+    rate = hours / med["ours"] * 60  # from rounded seconds: a few % off
+    assert abs(out["ours_hours_per_min"] - rate) <= 0.05 * rate + 0.01
