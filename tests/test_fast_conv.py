@@ -42,6 +42,36 @@ def test_numpy_conv_matches_direct_definition(method, channels, stride):
     np.testing.assert_array_equal(dw2, dw)
 
 
+@pytest.mark.parametrize("method", ["unfold", "im2col"])
+@pytest.mark.parametrize("stride", [(2, 1), (2, 2), (1, 3)])
+def test_time_blocks_and_threads_do_not_change_the_result(method, stride, monkeypatch):
+    """Blocks of a few frames (boundaries everywhere) and one utterance at a time (no threads)
+    give what one block over a whole batch in threads gives."""
+    import src.fast_conv as fc
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 2, 11, 23)).astype(np.float32)
+    w = rng.standard_normal((4, 2, 5, 4)).astype(np.float32)
+    pad = (2, 3)
+    monkeypatch.setattr(fc, "ROWS", 1000)
+    monkeypatch.setattr(fc, "BLOCK", 1000)
+    want = conv_forward(x, w, pad, stride, method)
+    g = rng.standard_normal(want.shape).astype(np.float32)
+    want_dx, want_dw = conv_backward(x, w, g, pad, stride, method=method)
+    for rows, block in [(1, 1), (3, 2), (5, 7)]:
+        monkeypatch.setattr(fc, "ROWS", rows)
+        monkeypatch.setattr(fc, "BLOCK", block)
+        np.testing.assert_allclose(conv_forward(x, w, pad, stride, method), want, rtol=1e-5,
+                                   atol=1e-5)
+        dx, dw = conv_backward(x, w, g, pad, stride, method=method)
+        np.testing.assert_allclose(dx, want_dx, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(dw, want_dw, rtol=1e-5, atol=1e-4)
+    for n in range(3):  # a batch of one runs without the thread pool
+        np.testing.assert_allclose(conv_forward(x[n:n + 1], w, pad, stride, method), want[n:n + 1],
+                                   rtol=1e-5, atol=1e-5)
+        dx, _ = conv_backward(x[n:n + 1], w, g[n:n + 1], pad, stride, method=method)
+        np.testing.assert_allclose(dx, want_dx[n:n + 1], rtol=1e-5, atol=1e-5)
+
+
 def test_fast_network_matches_plain_network_and_gradients(ms_context):
     ms = ms_context
     from src.deepspeech2 import CTCLossCell, DeepSpeechModel
