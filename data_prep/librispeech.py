@@ -24,6 +24,7 @@ import re
 import struct
 import sys
 import tarfile
+import threading
 import time
 import urllib.request
 import zlib
@@ -181,6 +182,16 @@ def convert_many(jobs, sample_rate, fmt):
         except ValueError as err:
             results.append((utt, None, str(err)))
     return results
+
+
+def _exit_with_parent(parent):
+    """Worker initializer: end this worker once the main process is gone (even after kill -9),
+    instead of waiting forever for work that will not come."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def existing_duration(path):
@@ -460,7 +471,8 @@ def main(argv=None):
     encoder = TextEncoder(load_labels(args.labels_path), "error")
     report = Report()
     summary = {}
-    with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
+    with ProcessPoolExecutor(max_workers=max(1, args.workers), initializer=_exit_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         for split, subsets in splits.items():
             entries = prepare_split(split, set(subsets), sources, args, encoder, report, pool)
             if not entries:

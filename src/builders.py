@@ -141,6 +141,23 @@ def _unscale_grad(scale, grad):
     return grad * ms.ops.reciprocal(scale).astype(grad.dtype)
 
 
+def global_norm(grads):
+    """sqrt(sum of squares) of all gradients; inf or nan when any gradient is not finite.
+
+    One fused L2Loss reduction per tensor. Deciding finiteness from this one number replaces an
+    isfinite(...).all() pass over every gradient: at the zoo size (86.6 M parameters) on CPU,
+    those passes plus ops.clip_by_global_norm took ~1.3 s per step, this and the clip ~0.2 s.
+    (A gradient so large that its squares overflow float32, > 1.8e19, also counts as non-finite.)
+    """
+    return ms.ops.sqrt(2 * ms.ops.addn([ms.ops.L2Loss()(g) for g in grads]))
+
+
+def clip_by_norm(grads, norm, max_norm):
+    """grads * max_norm / max(norm, max_norm): ops.clip_by_global_norm's rule, norm given."""
+    scale = max_norm / ms.ops.maximum(norm, max_norm)
+    return tuple(g * scale.astype(g.dtype) for g in grads)
+
+
 class TrainStep(nn.TrainOneStepCell):
     """One training step: loss, gradients, (data-parallel mean), global-norm clip, update.
 
@@ -157,12 +174,11 @@ class TrainStep(nn.TrainOneStepCell):
         sens = ms.ops.fill(loss.dtype, loss.shape, self.sens)
         grads = self.grad(self.network, self.weights)(*inputs, sens)
         grads = self.grad_reducer(grads)
-        finite = ms.ops.isfinite(loss).all()
-        for grad in grads:
-            finite = ms.ops.logical_and(finite, ms.ops.isfinite(grad).all())
+        norm = global_norm(grads)
+        finite = ms.ops.logical_and(ms.ops.isfinite(loss), ms.ops.isfinite(norm))
         if finite:
             if self.max_grad_norm > 0:
-                grads = ms.ops.clip_by_global_norm(grads, self.max_grad_norm)
+                grads = clip_by_norm(grads, norm, self.max_grad_norm)
             loss = ms.ops.depend(loss, self.optimizer(grads))
         return loss, finite
 
@@ -191,6 +207,6 @@ class ScaledTrainStep(nn.TrainOneStepWithLossScaleCell):
         overflow = self.process_loss_scale(self.get_overflow_status(status, grads))
         if not overflow:
             if self.max_grad_norm > 0:
-                grads = ms.ops.clip_by_global_norm(grads, self.max_grad_norm)
+                grads = clip_by_norm(grads, global_norm(grads), self.max_grad_norm)
             loss = ms.ops.depend(loss, self.optimizer(grads))
         return loss, ms.ops.logical_not(overflow), scale

@@ -89,3 +89,24 @@ def test_optimizer_steps_by_the_schedule(ms_context):
         delta = np.abs(weight.asnumpy() - before)
         seen.append(float(np.median(delta[delta > 0])))
     np.testing.assert_allclose(seen, lr, rtol=1e-3)
+
+
+def test_global_norm_and_clip_match_numpy_and_flag_non_finite(ms_context):
+    ms = ms_context
+    from src.builders import clip_by_norm, global_norm
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in [(3, 4), (5,), (2, 2, 2)]]
+    want = np.sqrt(sum((a.astype(np.float64) ** 2).sum() for a in arrays))
+    grads = tuple(ms.Tensor(a) for a in arrays)
+    norm = global_norm(grads)
+    assert abs(float(norm.asnumpy()) - want) < 1e-5 * want
+    clipped = clip_by_norm(grads, norm, 1.0)  # norm ~4.7 > 1: scaled to norm 1
+    for got, a in zip(clipped, arrays):
+        np.testing.assert_allclose(got.asnumpy(), a / want, rtol=1e-5)
+    kept = clip_by_norm(grads, norm, 10.0)  # below the limit: unchanged
+    for got, a in zip(kept, arrays):
+        np.testing.assert_allclose(got.asnumpy(), a, rtol=1e-6)
+    for bad in (np.inf, np.nan):
+        broken = [a.copy() for a in arrays]
+        broken[1][2] = bad
+        assert not np.isfinite(float(global_norm(tuple(ms.Tensor(a) for a in broken)).asnumpy()))

@@ -186,6 +186,21 @@ def test_download_resumes_and_checks_md5(tmp_path):
     assert open(path, "rb").read() == payload
 
 
+def _children(pid):
+    """Process ids whose parent is `pid` (Linux /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
 def test_killed_run_resumes_to_identical_outputs(tmp_path):
     import signal
     import subprocess
@@ -207,9 +222,15 @@ def test_killed_run_resumes_to_identical_outputs(tmp_path):
     while not (wav_dir.is_dir() and len(list(wav_dir.iterdir())) > 30):
         assert proc.poll() is None and time.time() < deadline, "finished before the kill"
         time.sleep(0.01)
+    workers = _children(proc.pid)
+    assert workers, "no decoding worker found"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (crash / "libri_train_manifest.csv").exists()
+    deadline = time.time() + 10  # the orphaned decoding workers notice and exit
+    while any(os.path.exists(f"/proc/{pid}") for pid in workers):
+        assert time.time() < deadline, "worker processes outlived the killed run"
+        time.sleep(0.1)
     run(cmd)
     assert sorted(p.name for p in wav_dir.iterdir()) == sorted(
         p.name for p in (ref / "train" / "wav").iterdir())  # no leftovers, nothing missing
