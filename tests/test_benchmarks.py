@@ -36,3 +36,30 @@ def test_data_prep_benchmark_reports_consistent_medians_of_both_routes():
     assert 11 * 2.0 / 3600 < hours < 12 * 4.0 / 3600  # 12 sample utterances of 2-4 s
     rate = hours / med["ours"] * 60  # from rounded seconds: a few % off
     assert abs(out["ours_hours_per_min"] - rate) <= 0.05 * rate + 0.01
+
+
+def test_torch_comparison_takes_ratios_within_rounds_and_reads_each_peak_rss(tmp_path):
+    """A stand-in reference (no torch here) with known throughput and memory: 2 rounds."""
+    fake = tmp_path / "reference.py"
+    fake.write_text(
+        "import json, sys\n"
+        "block = bytearray(300 * 2**20)  # touched: ~300 MiB of peak RSS\n"
+        "for i in range(0, len(block), 4096):\n"
+        "    block[i] = 1\n"
+        "a = dict(zip(sys.argv[1::2], sys.argv[2::2]))\n"
+        "print(json.dumps({'framework': 'fake', 'step_s_median': 2.0,\n"
+        "                  'frames_per_s': int(a['--batch']) * int(a['--frames']) / 2.0}))\n")
+    proc = run([sys.executable, "benchmarks/compare_torch.py", "--torch_python", sys.executable,
+                "--reference", str(fake), "--hidden", "16", "--layers", "2", "--batch", "2",
+                "--frames", "120", "--steps", "2", "--rounds", "2"])
+    lines = [json.loads(line) for line in proc.stdout.strip().splitlines()]
+    rounds, summary = lines[:-1], lines[-1]
+    assert len(rounds) == 2 and summary["summary"] is True
+    for row in rounds:
+        assert row["ref_step_s"] == 2.0
+        assert abs(row["ratio"] - 2.0 / row["ours_step_s"]) < 1e-9 * row["ratio"]
+        assert 300 < row["ref_peak_rss_mb"] < 400  # the stand-in's own peak, not ours
+        assert row["ours_peak_rss_mb"] > 100
+        assert abs(row["memory_ratio"] - row["ours_peak_rss_mb"] / row["ref_peak_rss_mb"]) < 1e-9
+    ratios = sorted(row["ratio"] for row in rounds)
+    assert abs(summary["median_ratio"] - (ratios[0] + ratios[1]) / 2) < 1e-3
