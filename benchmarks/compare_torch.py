@@ -35,7 +35,8 @@ def run_json(cmd, env=None):
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode:
             err.seek(0)
-            sys.exit(f"compare_torch.py: {cmd[1]} failed ({proc.returncode}):\n{err.read()[-2000:]}")
+            sys.exit(f"compare_torch.py: {cmd[1]} failed ({proc.returncode}):\n"
+                     f"{err.read()[-2000:]}")
     lines = [line for line in out.splitlines() if line.startswith("{")]
     if not lines:
         sys.exit(f"compare_torch.py: no JSON line from {cmd[1]}:\n{out[-2000:]}")

@@ -11,8 +11,9 @@ LibriSpeech's mean is 12.3 s; under new speaker/chapter ids), then times, in the
                   `sox in.flac -r 16000 -b 16 -c 1 out.wav` process and its transcript .txt
          manifest: one `soxi -D` process per wav for its duration (what its create_manifest
                   does through sox.file_info.duration), then a manifest sorted by duration
-and prints one JSON line with the rates (medians over --rounds) and both ratios: "speedup_convert" against the
-conversion alone, "speedup" against the whole route (archive -> manifest, like ours).
+and prints one JSON line with the rates (medians over --rounds) and both ratios:
+"speedup_convert" against the conversion alone, "speedup" against the whole route (archive ->
+manifest, like ours).
 Needs the sox and soxi binaries.
 """
 import argparse

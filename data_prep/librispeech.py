@@ -195,9 +195,7 @@ def _exit_with_parent(parent):
 
 
 def existing_duration(path):
-    """Duration of a finished output file, or None if it is missing or unreadable."""
-    if not os.path.exists(path):
-        return None
+    """Duration of a finished output file, or None if it is unreadable."""
     try:
         info = sf.info(path)
     except (RuntimeError, sf.LibsndfileError, OSError):
@@ -366,7 +364,6 @@ def prepare_split(split, subsets, sources, args, encoder, report, pool):
 
     entries = []
     for utt in sorted(set(durations) | set(transcripts) | set(bad_text)):
-        dest = os.path.join(audio_dir, f"{utt}.{args.audio_format}")
         txt = os.path.join(txt_dir, f"{utt}.txt")
         if (split, utt) in report.failed:
             reason = None  # its audio could not be converted: reported by the worker already
@@ -380,7 +377,8 @@ def prepare_split(split, subsets, sources, args, encoder, report, pool):
             reason = (f"duration {durations[utt]:.2f}s outside "
                       f"[{args.min_duration}, {args.max_duration}] (train filter)")
         else:
-            entries.append((dest, txt, durations[utt]))
+            entries.append((os.path.join(audio_dir, f"{utt}.{args.audio_format}"), txt,
+                            durations[utt]))
             continue
         if reason is not None:
             report.skip(split, utt, reason)
