@@ -5,15 +5,20 @@ import pytest
 from src.fast_conv import conv_backward, conv_forward
 
 
-@pytest.mark.parametrize("method", ["unfold", "im2col"])
-@pytest.mark.parametrize("channels,stride", [(3, (2, 1)), (1, (2, 2)), (2, (1, 3))])
-def test_numpy_conv_matches_direct_definition(method, channels, stride):
+CASES = [(3, (2, 1), 8), (1, (2, 2), 8), (2, (1, 3), 8), (2, (1, 1), 13)]  # channels, stride, T
+FFT_CASES = [(3, (2, 1), 8), (2, (1, 1), 13), (2, (3, 1), 23)]  # FFT lengths 9, 15, 24
+
+
+@pytest.mark.parametrize("method,channels,stride,frames",
+                         [(m, *case) for m in ("unfold", "im2col") for case in CASES]
+                         + [("fft", *case) for case in FFT_CASES])
+def test_numpy_conv_matches_direct_definition(method, channels, stride, frames):
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((2, channels, 9, 8)).astype(np.float32)
+    x = rng.standard_normal((2, channels, 9, frames)).astype(np.float32)
     w = rng.standard_normal((4, channels, 5, 3)).astype(np.float32)
     pad = (2, 1)
     xp = np.pad(x, ((0, 0), (0, 0), (2, 2), (1, 1))).astype(np.float64)
-    fo, to = (9 + 4 - 5) // stride[0] + 1, (8 + 2 - 3) // stride[1] + 1
+    fo, to = (9 + 4 - 5) // stride[0] + 1, (frames + 2 - 3) // stride[1] + 1
     want = np.zeros((2, 4, fo, to))
     for f in range(fo):
         for t in range(to):
@@ -33,7 +38,7 @@ def test_numpy_conv_matches_direct_definition(method, channels, stride):
                for a in (plus, minus)]
         return ((out[0] - out[1]) * g).sum() / (2 * eps)
 
-    for which, grad, idx in [("x", dx, (0, 0, 4, 3)), ("x", dx, (1, channels - 1, 0, 7)),
+    for which, grad, idx in [("x", dx, (0, 0, 4, 3)), ("x", dx, (1, channels - 1, 0, frames - 1)),
                              ("x", dx, (1, 0, 8, 0)), ("w", dw, (3, 0, 2, 1)),
                              ("w", dw, (0, channels - 1, 4, 0))]:
         assert abs(numeric(which, idx) - grad[idx]) < 1e-2 * max(1, abs(grad[idx])), (which, idx)
@@ -42,11 +47,42 @@ def test_numpy_conv_matches_direct_definition(method, channels, stride):
     np.testing.assert_array_equal(dw2, dw)
 
 
-@pytest.mark.parametrize("method", ["unfold", "im2col"])
-@pytest.mark.parametrize("stride", [(2, 1), (2, 2), (1, 3)])
+def test_fft_input_gradient_when_some_rows_get_no_tap():
+    """Frequency stride 6 > 5 kernel rows: input rows no output reads get a zero gradient."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 2, 17, 9)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 5, 3)).astype(np.float32)
+    g = rng.standard_normal(conv_forward(x, w, (1, 1), (6, 1), "unfold").shape).astype(np.float32)
+    want_dx, want_dw = conv_backward(x, w, g, (1, 1), (6, 1), method="unfold")
+    dx, dw = conv_backward(x, w, g, (1, 1), (6, 1), method="fft")
+    assert not want_dx[:, :, 4].any()  # padded row 5 (input row 4) is read by no output
+    np.testing.assert_allclose(dx, want_dx, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dw, want_dw, rtol=1e-5, atol=1e-4)
+
+
+def test_fft_method_refuses_a_time_stride():
+    x, w = np.zeros((1, 1, 9, 8), np.float32), np.zeros((2, 1, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="time stride 1"):
+        conv_forward(x, w, (1, 1), (1, 2), "fft")
+    with pytest.raises(ValueError, match="must be one of"):
+        conv_forward(x, w, (1, 1), (1, 1), "winograd")
+
+
+def test_default_methods_per_layer():
+    from src.conv_spec import CONV_SPEC
+    from src.fast_conv import _method
+    shapes = [(32, 1) + CONV_SPEC[0].kernel, (32, 32) + CONV_SPEC[1].kernel]
+    assert [_method(s, layer.stride, None) for s, layer in zip(shapes, CONV_SPEC)] == \
+        ["im2col", "fft"]
+    assert _method((4, 32, 21, 11), (2, 2), None) == "unfold"
+
+
+@pytest.mark.parametrize("method,stride", [(m, s) for m in ("unfold", "im2col")
+                                           for s in [(2, 1), (2, 2), (1, 3)]]
+                         + [("fft", (2, 1)), ("fft", (1, 1))])
 def test_time_blocks_and_threads_do_not_change_the_result(method, stride, monkeypatch):
-    """Blocks of a few frames (boundaries everywhere) and one utterance at a time (no threads)
-    give what one block over a whole batch in threads gives."""
+    """Blocks of a few frames or FFT bins (boundaries everywhere) and one utterance at a time (no
+    threads) give what one block over a whole batch in threads gives."""
     import src.fast_conv as fc
     rng = np.random.default_rng(1)
     x = rng.standard_normal((3, 2, 11, 23)).astype(np.float32)
@@ -54,12 +90,14 @@ def test_time_blocks_and_threads_do_not_change_the_result(method, stride, monkey
     pad = (2, 3)
     monkeypatch.setattr(fc, "ROWS", 1000)
     monkeypatch.setattr(fc, "BLOCK", 1000)
+    monkeypatch.setattr(fc, "BINS", 1000)
     want = conv_forward(x, w, pad, stride, method)
     g = rng.standard_normal(want.shape).astype(np.float32)
     want_dx, want_dw = conv_backward(x, w, g, pad, stride, method=method)
     for rows, block in [(1, 1), (3, 2), (5, 7)]:
         monkeypatch.setattr(fc, "ROWS", rows)
         monkeypatch.setattr(fc, "BLOCK", block)
+        monkeypatch.setattr(fc, "BINS", block)
         np.testing.assert_allclose(conv_forward(x, w, pad, stride, method), want, rtol=1e-5,
                                    atol=1e-5)
         dx, dw = conv_backward(x, w, g, pad, stride, method=method)
