@@ -4,45 +4,57 @@ usage: python eval.py --checkpoint CKPT [--manifests A.csv,B.json] [--key=value 
   e.g. python eval.py --pretrain_ckpt outputs/checkpoints/DeepSpeech-30_42.ckpt
        python eval.py --checkpoint DeepSpeech.ckpt \
            --manifests=data/libri_test_clean_manifest.csv,data/libri_test_other_manifest.csv
-Writes <output_dir>/<manifest name>.txt (every REF/HYP pair) and summary.json; prints their path.
+       python eval.py --checkpoint DeepSpeech.ckpt --manifests='["/data/a,b/test.csv"]'
+Writes <output_dir>/<manifest name>.txt (every REF/HYP pair) and summary.json and prints their
+path; results of an earlier run in output_dir are first moved to output_dir/previous/<time>/.
 The network size is read from the checkpoint (a zoo 1024 x 5 checkpoint needs no config edit).
 """
 import os
 import sys
 
-from src.cli import fail, start
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from src.cli import check_output_dir, main  # noqa: E402  (after the path fix above)
+from src.errors import UserError  # noqa: E402
 
 
-def main():
-    cfg = start("eval")
-    if cfg is None:
-        print(__doc__)
-        return
-    from src.builders import CheckpointError, network_from_checkpoint, setup_context
-    from src.dataset import ManifestError, make_encoder
+def run(cfg):
+    manifests = cfg.eval.manifests
+    if not manifests:
+        raise UserError("no manifest to evaluate: set --eval.manifests")
+    twice = sorted({m for m in manifests if manifests.count(m) > 1})
+    if twice:
+        raise UserError(f"manifest given more than once: {', '.join(twice)}")
+    out = check_output_dir(cfg.eval.output_dir, "eval.output_dir")
+    from src.checkpoints import network_from_checkpoint
+    from src.context import setup_context
     from src.deepspeech2 import InferenceNet
-    from src.evaluate import evaluate_manifest, write_results, write_summary
-    from src.features import AudioError
-    if not cfg.eval.manifests:
-        fail("eval", "no manifest to evaluate: set --eval.manifests")
-    try:
-        setup_context(cfg)
-        net = InferenceNet(network_from_checkpoint(cfg, cfg.eval.checkpoint))
-        encoder = make_encoder(cfg)
-        summary = {}
-        for manifest in cfg.eval.manifests:
-            name = os.path.splitext(os.path.basename(manifest))[0]
-            rates, pairs, skipped = evaluate_manifest(net, manifest, cfg, encoder,
-                                                      cfg.data.batch_size, desc=name)
-            summary[name] = write_results(cfg.eval.output_dir, name, rates, pairs, skipped)
-            note = f"; skipped: {skipped.text()} (see summary.json)" if skipped else ""
-            print(f"{name}: WER {rates.wer:.2f}%  CER {rates.cer:.2f}%  "
-                  f"({rates.utterances} utterances{note})")
-        path = write_summary(cfg.eval.output_dir, summary)
-        print(f"results: {os.path.abspath(cfg.eval.output_dir)} (summary: {path})")
-    except (CheckpointError, ManifestError, AudioError, ValueError) as err:
-        fail("eval", err)
+    from src.evaluate import (
+        evaluate_manifest,
+        result_names,
+        set_aside_previous,
+        write_results,
+        write_summary,
+    )
+    from src.text import make_encoder
+    setup_context(cfg)
+    net = InferenceNet(network_from_checkpoint(cfg, cfg.eval.checkpoint))
+    for manifest in manifests:
+        if not os.path.isfile(manifest):
+            raise UserError(f"manifest not found: {manifest} (--manifests is split at commas; a "
+                            "path holding a comma goes in a YAML list: "
+                            "--manifests='[\"/data/a,b/test.csv\"]')")
+    encoder = make_encoder(cfg)
+    set_aside_previous(out)
+    summary = {"checkpoint": cfg.eval.checkpoint, "results": {}}
+    for name, manifest in zip(result_names(manifests), manifests):
+        rates, pairs, skipped = evaluate_manifest(net, manifest, cfg, encoder, desc=name)
+        summary["results"][name] = {"manifest": manifest, **write_results(out, name, rates, pairs, skipped)}
+        note = f"; skipped: {skipped.text()} (see summary.json)" if skipped else ""
+        print(f"{name}: WER {rates.wer:.2f}%  CER {rates.cer:.2f}%  "
+              f"({rates.utterances} utterances{note})")
+    path = write_summary(out, summary)
+    print(f"results: {out} (summary: {path})")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("eval", __doc__, run))

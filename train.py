@@ -3,28 +3,24 @@
 usage: python train.py [--config_path FILE] [--key=value ...]
   e.g. python train.py --device_target CPU --train.epochs=10 --batch_size=16
        python train.py --pre_trained_model_path outputs/checkpoints/DeepSpeech-5_88.ckpt
-Every key of src/default_config.yaml can be overridden; see README.md "Training".
+Every key of src/default_config.yaml can be overridden; see README.md "Training". Paths you type
+are relative to the current directory.
 """
+import os
 import sys
 
-from src.cli import fail, start
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from src.cli import check_output_dir, main  # noqa: E402  (after the path fix above)
 
 
-def main():
-    cfg = start("train")
-    if cfg is None:
-        print(__doc__)
-        return
-    from src.builders import CheckpointError, setup_context
-    from src.dataset import ManifestError
-    from src.features import AudioError
+def run(cfg):
+    check_output_dir(cfg.train.checkpoint_dir, "train.checkpoint_dir")
+    check_output_dir(cfg.train.log_dir, "train.log_dir")
+    from src.context import setup_context
     from src.training import run_training
-    try:
-        rank, group_size = setup_context(cfg)
-        run_training(cfg, rank, group_size)
-    except (CheckpointError, ManifestError, AudioError, FloatingPointError, ValueError) as err:
-        fail("train", err)
+    rank, group_size = setup_context(cfg)
+    run_training(cfg, rank, group_size)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("train", __doc__, run))

@@ -37,8 +37,14 @@ def main(argv=None):
     a = p.parse_args(argv)
 
     from src.config import load_config
-    from src.dataset import (BatchSource, create_dataset, load_utterances, make_batches,
-                             make_encoder, padding_fraction)
+    from src.dataset import (
+        BatchSource,
+        create_dataset,
+        load_utterances,
+        make_batches,
+        padding_fraction,
+    )
+    from src.text import make_encoder
     cfg = load_config([])
     utts, _ = load_utterances(a.manifest, cfg, make_encoder(cfg))
     source = BatchSource(utts, cfg, a.batch, a.buckets, shuffle=True, seed=0)
@@ -46,7 +52,7 @@ def main(argv=None):
     n_batches = min(a.max_batches, len(source))
     utt = frames = 0
     t0 = None
-    for k, (inputs, lengths, _, _) in enumerate(data.create_tuple_iterator(num_epochs=1,
+    for k, (_, lengths, _, _) in enumerate(data.create_tuple_iterator(num_epochs=1,
                                                                           output_numpy=True)):
         if k == 0:
             t0 = time.perf_counter()  # the first batch pays for starting the workers

@@ -40,10 +40,12 @@ def main(argv=None):
     prepare_environment(cfg.device_target, native_conv=not a.fast_conv)
     import mindspore as ms
     import numpy as np
-    from src.builders import build_network, setup_context
+
+    from src.context import setup_context
     from src.conv_spec import output_lengths
+    from src.deepspeech2 import build_network
     from src.lr_generator import get_lr
-    from src.training import build_optimizer, build_train_step
+    from src.train_step import build_optimizer, build_train_step
 
     setup_context(cfg)
     rng = np.random.default_rng(0)

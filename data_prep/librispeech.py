@@ -28,18 +28,20 @@ import threading
 import time
 import urllib.request
 import zlib
-from concurrent.futures import ProcessPoolExecutor
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import soundfile as sf
-from tqdm import tqdm
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from src.dataset import write_manifests  # noqa: E402  (after the path fix above)
+from src.cli import check_output_dir  # noqa: E402  (after the path fix above)
+from src.errors import UserError  # noqa: E402
+from src.manifest import write_manifests  # noqa: E402
+from src.progress import progress  # noqa: E402
 from src.text import TextEncoder, TextError, load_labels, normalize_transcript  # noqa: E402
 
 SUBSETS = ("train-clean-100", "train-clean-360", "train-other-500", "dev-clean", "dev-other",
@@ -60,7 +62,7 @@ GROUP = 16  # audio files per task sent to a worker process
 AUDIO_EXT = (".flac", ".wav")
 
 
-class PrepError(RuntimeError):
+class PrepError(UserError):
     """A problem that stops the run, worded for the user."""
 
 
@@ -79,14 +81,15 @@ def download(subset, dest_dir, url_template=OPENSLR_URL, chunk=1 << 20):
         resumed = have and getattr(response, "status", 200) == 206
         mode = "ab" if resumed else "wb"
         total = response.headers.get("Content-Length")
-        with open(part, mode) as f, tqdm(total=int(total) if total else None, unit="B",
-                                         unit_scale=True, desc=f"download {subset}") as bar:
+        bar = progress(total=int(total) if total else None, unit="B", desc=f"download {subset}")
+        with open(part, mode) as f:
             while True:
                 block = response.read(chunk)
                 if not block:
                     break
                 f.write(block)
                 bar.update(len(block))
+        bar.close()
     expected = MD5.get(subset)
     if expected:
         digest = hashlib.md5()
@@ -317,7 +320,7 @@ def prepare_split(split, subsets, sources, args, encoder, report, pool):
                 os.remove(os.path.join(folder, name))
     present = set(os.listdir(audio_dir))  # audio finished by an earlier run
     transcripts, bad_text, durations, pending, group = {}, {}, {}, [], []
-    bar = tqdm(desc=f"{split}", unit="file", dynamic_ncols=True)
+    bar = progress(desc=f"{split}", unit="file")
     for kind, path, holds in sources:
         wanted = [s for s in holds if s in subsets]
         if not wanted:
@@ -450,6 +453,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    args.source_dir, args.target_dir = map(os.path.abspath, (args.source_dir, args.target_dir))
+    check_output_dir(args.target_dir, "--target_dir")
     t0 = time.time()
     splits = {"train": args.train_subsets, "val": args.val_subsets,
               "test_clean": args.test_clean_subsets, "test_other": args.test_other_subsets}
@@ -465,7 +470,6 @@ def main(argv=None):
     if missing:
         print(f"warning: no archive or folder for {', '.join(missing)} in {args.source_dir}",
               file=sys.stderr)
-    os.makedirs(args.target_dir, exist_ok=True)
     encoder = TextEncoder(load_labels(args.labels_path), "error")
     report = Report()
     summary = {}
@@ -501,5 +505,5 @@ def main(argv=None):
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except (PrepError, OSError) as err:
+    except (UserError, OSError) as err:
         sys.exit(f"librispeech.py: error: {err}")

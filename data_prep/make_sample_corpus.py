@@ -84,7 +84,7 @@ def voices():
     variants = ["m1", "m2", "m3", "m4", "m7", "f1", "f2", "f3", "f4", "f5"]
     rng = random.Random(7)
     out = []
-    for i, accent in enumerate(espeak):
+    for accent in espeak:
         for variant in rng.sample(variants, 3):
             out.append(("espeak-ng", f"{accent}+{variant}", rng.choice([-150, 0, 150]),
                         rng.choice([0.9, 1.0, 1.1])))

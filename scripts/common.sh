@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Helpers sourced by the launchers in scripts/: repo root, absolute paths, logging a python call.
+# Paths: the scripts run python from the caller's directory, so every path a user types (a
+# positional checkpoint or a --key=value) means the same as it would for the python entry points.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
@@ -13,17 +15,23 @@ abspath() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s/%s\n' "$PWD" "$
 # need_file WHAT PATH: fail with a clear message unless PATH is a readable file.
 need_file() { [ -f "$2" ] && [ -r "$2" ] || die "$1 not found or unreadable: $2"; }
 
-# run_logged NAME CMD...: run CMD from the repo root, tee its output to $LOG_DIR/NAME.log and
-# return its exit status.
+# run_logged NAME CMD...: run CMD, tee its output to $LOG_DIR/NAME.log and return its exit status.
 run_logged() {
   local name="$1"; shift
-  mkdir -p "$LOG_DIR"
+  mkdir -p "$LOG_DIR" 2>/dev/null && [ -w "$LOG_DIR" ] || die "cannot write the log folder $LOG_DIR (set LOG_DIR)"
   local log="$LOG_DIR/$name.log"
   echo "log: $log"
   local status=0
-  (cd "$ROOT" && "$@") 2>&1 | tee "$log" || status=$?
+  "$@" 2>&1 | tee "$log" || status=$?
   echo "log: $log (exit status $status)"
   return "$status"
+}
+
+# check_python: MindSpore 2.10 has wheels for CPython 3.10-3.12 only; say so in one line.
+check_python() {
+  command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found (set PYTHON=/path/to/python3.10-3.12)"
+  "$PYTHON" -c 'import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 12))' ||
+    die "Python $("$PYTHON" -c 'import platform; print(platform.python_version())') is not supported: MindSpore 2.10 needs Python 3.10, 3.11 or 3.12 (set PYTHON=/path/to/python3.11)"
 }
 
 # newest_checkpoint DIR: the most recent DeepSpeech-*.ckpt in DIR.

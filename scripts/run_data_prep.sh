@@ -21,4 +21,4 @@ else
   set -- "$SRC" "$TARGET" "$@"
 fi
 SRC="$1"; TARGET="$2"; shift 2
-run_logged data_prep "$PYTHON" data_prep/librispeech.py --source_dir "$SRC" --target_dir "$TARGET" "$@"
+run_logged data_prep "$PYTHON" "$ROOT/data_prep/librispeech.py" --source_dir "$SRC" --target_dir "$TARGET" "$@"

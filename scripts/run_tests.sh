@@ -1,12 +1,10 @@
 #!/usr/bin/env bash
-# Install what the tests need (pip requirements; SoX from Debian when apt is available) and run
-# the test suite. Usage: bash scripts/run_tests.sh [pytest args...]
+# Install what the tests need (scripts/install.sh), check the style (ruff, settings in
+# pyproject.toml) and run the test suite. Usage: bash scripts/run_tests.sh [pytest args...]
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+case "${1:-}" in -h|--help) sed -n '2,3p' "${BASH_SOURCE[0]}" | sed 's/^# //' >&2; exit 2 ;; esac
+bash "$ROOT/scripts/install.sh"
 cd "$ROOT"
-if ! command -v sox >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  echo "installing sox (apt-get)"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sox >/dev/null
-fi
-python3 -m pip install -q -r requirements.txt
-python3 -m pytest -q tests "$@"
+"$PYTHON" -m ruff check .
+"$PYTHON" -m pytest -q tests "$@"

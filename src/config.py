@@ -6,14 +6,73 @@ Command-line forms (all equivalent): `--train.lr=1e-3`, `--train.lr 1e-3`, `--lr
 name is accepted when it is unique, the entry point's own section winning). `--config_path F`
 merges the YAML file F over the defaults first. Unknown keys and values of the wrong type are
 errors (ConfigError, one line naming the key). Flag names of the model zoo are accepted as
-aliases (ALIASES). Nothing here runs at import time.
+aliases (ALIASES). Allowed values and ranges (CHOICES, RANGES, check_device_options) are checked
+here, before any entry point reads data. Nothing here runs at import time.
+
+Paths (PATH_KEYS) come back absolute. A value from the defaults or from a config file inside the
+repository (src/configs/) belongs to the repository and resolves against it; a value the user
+typed (command line, or their own config file) resolves against the current directory.
+A list value is YAML (`--manifests='[a.csv, "b,c/d.csv"]'`, which can hold any path) or, for
+short, comma-separated (`--manifests=a.csv,b.csv`).
 """
 import os
 
 import yaml
 from easydict import EasyDict
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_config.yaml")
+from src.errors import UserError
+
+SRC_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(SRC_DIR)
+DEFAULT_CONFIG = os.path.join(SRC_DIR, "default_config.yaml")
+
+# Keys that name files or folders ("" = not set; train.resume may also be "auto").
+PATH_KEYS = ("labels_path", "data.train_manifest", "data.val_manifest",
+             "train.pre_trained_model_path", "train.checkpoint_dir", "train.resume",
+             "train.log_dir", "eval.checkpoint", "eval.manifests", "eval.output_dir",
+             "export.checkpoint", "export.file_name", "export.verify_audio")
+
+CHOICES = {
+    "device_target": ("CPU", "GPU", "Ascend"),
+    "mode": ("graph", "pynative"),
+    "features.window": ("hamming", "hann", "hanning", "blackman", "bartlett"),
+    "data.unknown_chars": ("error", "drop"),
+    "train.lr_scaling": ("linear", "none"),
+    "train.loss_scale": ("dynamic", "none"),
+    "train.amp_level": ("O0", "O1", "O2", "O3"),
+    "train.jit_level": ("", "O0", "O1", "O2"),
+    "export.file_format": ("MINDIR", "AIR", "ONNX"),
+}
+
+# key -> (lowest, highest, lowest excluded); None = unbounded.
+RANGES = {
+    "device_id": (0, None, False),
+    "features.sample_rate": (1000, None, False),
+    "features.window_size": (0, None, True),
+    "features.window_stride": (0, None, True),
+    "model.hidden_size": (1, None, False),
+    "model.num_layers": (1, None, False),
+    "data.batch_size": (1, None, False),
+    "data.num_buckets": (1, None, False),
+    "data.max_duration": (0, None, True),
+    "data.num_parallel_workers": (1, None, False),
+    "train.epochs": (1, None, False),
+    "train.learning_rate": (0, None, True),
+    "train.warmup_steps": (0, None, False),
+    "train.hold_epochs": (0, None, False),
+    "train.lr_anneal": (1, None, False),
+    "train.weight_decay": (0, None, False),
+    "train.beta1": (0, 1, False),
+    "train.beta2": (0, 1, False),
+    "train.eps": (0, None, True),
+    "train.max_grad_norm": (0, None, False),
+    "train.save_checkpoint_epochs": (1, None, False),
+    "train.save_checkpoint_steps": (0, None, False),
+    "train.keep_checkpoint_max": (0, None, False),
+    "train.max_bad_steps": (0, None, False),
+    "train.log_interval": (1, None, False),
+    "export.frames": (0, None, False),
+}
 
 # Zoo flag names -> keys of this repo, per entry point.
 ALIASES = {
@@ -23,7 +82,7 @@ ALIASES = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration problem, worded for the user."""
 
 
@@ -125,16 +184,69 @@ def _read_yaml(path):
     return data
 
 
-def load_config(argv=(), entry="train", default_path=DEFAULT_CONFIG):
-    """Defaults <- optional --config_path YAML <- overrides. Returns a nested EasyDict."""
+def _inside_repo(path):
+    return os.path.commonpath([REPO, os.path.abspath(path)]) == REPO
+
+
+def resolve_paths(flat, origins, cwd):
+    """Make the PATH_KEYS values absolute: repository values against REPO, user values against cwd."""
+    for key in PATH_KEYS:
+        base = REPO if origins.get(key) == "repo" else cwd
+        value = flat[key]
+        if isinstance(value, list):
+            flat[key] = [os.path.join(base, os.path.expanduser(v)) for v in value]
+        elif value and not (key == "train.resume" and value == "auto"):
+            flat[key] = os.path.join(base, os.path.expanduser(value))
+
+
+def _check_value(key, value):
+    """Raise ConfigError unless `value` is allowed for `key` (CHOICES, RANGES)."""
+    allowed = CHOICES.get(key)
+    if allowed is not None and value not in allowed:
+        shown = ", ".join(repr(a) if a == "" else a for a in allowed)
+        raise ConfigError(f"config key '{key}' must be one of {shown}; got {value!r}")
+    if key in RANGES:
+        low, high, open_low = RANGES[key]
+        too_low = value <= low if open_low else value < low
+        too_high = high is not None and value >= high
+        if too_low or too_high:
+            bound = f"> {low}" if open_low else f">= {low}"
+            if high is not None:
+                bound += f" and < {high}"
+            raise ConfigError(f"config key '{key}' must be {bound}; got {value!r}")
+
+
+def check_device_options(cfg):
+    """Reject training switches the chosen device cannot run, with the reason, before any work."""
+    amp, jit, device = cfg.train.amp_level, cfg.train.jit_level, cfg.device_target
+    if amp != "O0" and device == "CPU":
+        raise ConfigError(f"train.amp_level={amp} needs GPU or Ascend: MindSpore's float16 CPU "
+                          "kernels are slower than float32 and the CPU conv fast path computes in "
+                          "float32; use --amp_level=O0 on CPU")
+    if jit == "O2" and device != "Ascend":
+        raise ConfigError("train.jit_level=O2 (whole-graph sink through GraphEngine) runs on "
+                          f"Ascend only, not {device}; use '', O0 or O1")
+    if jit and cfg.mode != "graph":
+        raise ConfigError(f"train.jit_level={jit} applies to graph mode; set --mode=graph")
+
+
+def load_config(argv=(), entry="train", default_path=DEFAULT_CONFIG, cwd=None):
+    """Defaults <- optional --config_path YAML <- overrides, checked. Returns a nested EasyDict.
+
+    Every value is checked against CHOICES and RANGES; for entry "train" also the device
+    switches (check_device_options). Paths come back absolute (see the module docstring).
+    """
+    cwd = os.getcwd() if cwd is None else cwd
     flat = _flatten(_read_yaml(default_path))
+    origins = dict.fromkeys(flat, "repo")
     pairs = parse_overrides(list(argv))
-    config_files = [raw for name, raw in pairs if name == "config_path"]
+    config_files = [os.path.join(cwd, raw) for name, raw in pairs if name == "config_path"]
     for path in config_files:
+        origin = "repo" if _inside_repo(path) else "user"
         for key, value in _flatten(_read_yaml(path)).items():
             if key not in flat:
                 raise ConfigError(f"unknown config key '{key}' in {path}")
-            flat[key] = _coerce(key, value, flat[key])
+            flat[key], origins[key] = _coerce(key, value, flat[key]), origin
     for name, raw in pairs:
         if name == "config_path":
             continue
@@ -143,7 +255,10 @@ def load_config(argv=(), entry="train", default_path=DEFAULT_CONFIG):
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
-        flat[key] = _coerce(key, value, flat[key])
+        flat[key], origins[key] = _coerce(key, value, flat[key]), "user"
+    for key, value in flat.items():
+        _check_value(key, value)
+    resolve_paths(flat, origins, cwd)
     tree = {}
     for key, value in flat.items():
         node = tree
@@ -153,6 +268,9 @@ def load_config(argv=(), entry="train", default_path=DEFAULT_CONFIG):
         node[leaf] = value
     cfg = EasyDict(tree)
     cfg.config_files = config_files
+    cfg.entry = entry
+    if entry == "train":
+        check_device_options(cfg)
     return cfg
 
 

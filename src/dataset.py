@@ -1,11 +1,4 @@
-"""Manifests -> length-bucketed, padded batches -> a MindSpore dataset.
-
-Manifest formats (both read transparently):
-- CSV (model zoo / deepspeech.pytorch V2): "wav_path,txt_path[,duration_s]" per line.
-- JSON (deepspeech.pytorch V3): {"root_path": dir, "samples": [{"wav_path", "transcript_path"
-  [, "duration"]}]}, paths relative to root_path.
-Relative CSV paths are resolved against the manifest's folder. A missing duration is read from the
-audio header.
+"""Manifests -> utterances -> length-bucketed, padded batches -> a MindSpore dataset.
 
 Batching: utterances sorted by length are cut into batches of `batch_size` (similar lengths
 together); each batch is padded to one of `num_buckets` lengths (few compiled graph shapes); the
@@ -13,102 +6,19 @@ batch order is shuffled every epoch with a seeded generator. Nothing is cropped:
 utterances longer than `max_duration`, and those too long for CTC (more labels than output
 steps), are skipped and counted.
 """
-import json
-import os
 import re
 from collections import Counter, namedtuple
 
 import numpy as np
-import soundfile as sf
 
 from src.conv_spec import output_lengths
-from src.features import load_audio, num_frames, spectrogram, stft_params
-from src.text import TextEncoder, TextError
+from src.features import AudioError, audio_info, featurize, num_frames, stft_params
+from src.manifest import ManifestError, read_manifest
+from src.text import read_transcript
 
-Entry = namedtuple("Entry", "audio transcript duration where")  # where: "manifest:line"
 Utterance = namedtuple("Utterance", "audio transcript text label frames")
 
 COLUMNS = ["inputs", "input_lengths", "targets", "target_lengths"]
-
-
-class ManifestError(ValueError):
-    """A manifest problem; the message names the manifest and line."""
-
-
-def _read_csv(path):
-    base = os.path.dirname(os.path.abspath(path))
-    entries = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            parts = [p.strip() for p in line.split(",")]
-            if len(parts) not in (2, 3):
-                raise ManifestError(f"{path}:{n}: expected 'wav_path,txt_path[,duration]', "
-                                    f"got {line!r}")
-            try:
-                duration = float(parts[2]) if len(parts) == 3 else None
-            except ValueError:
-                raise ManifestError(f"{path}:{n}: duration {parts[2]!r} is not a number") from None
-            entries.append(Entry(os.path.join(base, parts[0]), os.path.join(base, parts[1]),
-                                 duration, f"{path}:{n}"))
-    return entries
-
-
-def _read_json(path):
-    with open(path, encoding="utf-8") as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as err:
-            raise ManifestError(f"{path}: not valid JSON: {err}") from None
-    if not isinstance(data, dict) or "samples" not in data:
-        raise ManifestError(f"{path}: expected {{'root_path': ..., 'samples': [...]}}")
-    root = data.get("root_path") or os.path.dirname(os.path.abspath(path))
-    entries = []
-    for n, sample in enumerate(data["samples"], 1):
-        try:
-            audio, txt = sample["wav_path"], sample["transcript_path"]
-        except (KeyError, TypeError):
-            raise ManifestError(f"{path}: sample {n} needs 'wav_path' and 'transcript_path'") from None
-        entries.append(Entry(os.path.join(root, audio), os.path.join(root, txt),
-                             sample.get("duration"), f"{path}: sample {n}"))
-    return entries
-
-
-def read_manifest(path):
-    """List of Entry, in file order. Raises ManifestError naming the line of a missing file.
-
-    A duration column is accepted (and written by data_prep) but the loader reads the exact
-    length from the audio header, which also finds unreadable files up front.
-    """
-    if not os.path.isfile(path):
-        raise ManifestError(f"manifest not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        head = f.read(1)
-        while head.isspace():
-            head = f.read(1)
-    entries = _read_json(path) if head == "{" else _read_csv(path)
-    for e in entries:
-        for kind, file in (("audio", e.audio), ("transcript", e.transcript)):
-            if not os.path.isfile(file):
-                raise ManifestError(f"{e.where}: {kind} file not found: {file}")
-    return entries
-
-
-def write_manifests(entries, csv_path, json_path, root):
-    """Write one split's manifests: zoo CSV (absolute paths + duration) and V3 JSON (relative).
-
-    `entries`: iterable of (audio_path, transcript_path, duration_s), written in the given order.
-    """
-    entries = list(entries)
-    with open(csv_path, "w", encoding="utf-8") as f:
-        for audio, txt, dur in entries:
-            f.write(f"{os.path.abspath(audio)},{os.path.abspath(txt)},{dur:.6f}\n")
-    samples = [{"wav_path": os.path.relpath(a, root), "transcript_path": os.path.relpath(t, root),
-                "duration": round(d, 6)} for a, t, d in entries]
-    with open(json_path, "w", encoding="utf-8") as f:
-        json.dump({"root_path": os.path.abspath(root), "samples": samples}, f, indent=1)
 
 
 class Report(Counter):
@@ -129,34 +39,30 @@ def load_utterances(manifest, cfg, encoder, max_duration=None, ctc_filter=True, 
     (training), those whose label cannot fit the network's output length under CTC.
     """
     report = Report() if report is None else report
-    sr = cfg.features.sample_rate
     _, hop = stft_params(cfg.features)
     utts = []
     for e in read_manifest(manifest):
         try:  # the header only: cheap, and catches unreadable files before any worker does
-            info = sf.info(e.audio)
-        except (RuntimeError, sf.LibsndfileError) as err:
+            samples, rate = audio_info(e.audio)
+        except AudioError as err:
             report["unreadable audio"] += 1
-            report.files.append(f"{e.where}: {e.audio}: {' '.join(str(err).split())}")
+            report.files.append(f"{e.where}: {err}")
             continue
-        if info.frames == 0:
+        if samples == 0:
             report["empty audio"] += 1
             report.files.append(f"{e.where}: {e.audio}: empty")
             continue
-        duration = info.frames / info.samplerate
+        duration = samples / rate
         if max_duration and duration > max_duration:
             report["longer than max_duration"] += 1
             continue
-        with open(e.transcript, encoding="utf-8") as f:
-            text = f.read()
-        try:
-            label = encoder.encode(text, source=f"{e.where} ({e.transcript})")
-        except TextError as err:
-            raise ManifestError(str(err)) from None
-        if not label and ctc_filter:
+        text = read_transcript(e.transcript, e.where)
+        label = encoder.encode(text, source=f"{e.where} ({e.transcript})")
+        if not label:  # nothing to learn from, and no reference to score against
             report["empty transcript"] += 1
+            report.files.append(f"{e.where}: {e.transcript}: empty transcript")
             continue
-        frames = num_frames(int(round(duration * sr)), hop)
+        frames = num_frames(int(round(duration * cfg.features.sample_rate)), hop)
         repeats = sum(1 for a, b in zip(label, label[1:]) if a == b)
         if ctc_filter and output_lengths(frames) < len(label) + repeats:
             report["transcript too long for the audio (CTC)"] += 1
@@ -164,6 +70,9 @@ def load_utterances(manifest, cfg, encoder, max_duration=None, ctc_filter=True, 
         utts.append(Utterance(e.audio, e.transcript, encoder.decode(label), label, frames))
     if encoder.dropped:
         report["characters dropped (not in labels.json)"] += sum(encoder.dropped.values())
+    if not utts:
+        first = f"; first: {report.files[0]}" if report.files else ""
+        raise ManifestError(f"{manifest}: no usable utterances (skipped: {report.text()}{first})")
     return utts, report
 
 
@@ -245,8 +154,9 @@ class BatchSource:
 
     Item i is global step i: epoch i // steps_per_epoch, the (seeded) shuffled batch order of that
     epoch (with `sortagrad`, the first epoch goes from the shortest batches to the longest, as in
-    the DeepSpeech2 paper), restricted to this rank's shard. Item: inputs (B, 1, F, T) float32, input_lengths (B,)
-    int32, targets (B, S) int32 (S fixed per pad length), target_lengths (B,) int32.
+    the DeepSpeech2 paper), restricted to this rank's shard. Item: inputs (B, 1, F, T) float32,
+    input_lengths (B,) int32, targets (B, S) int32 (S fixed per pad length), target_lengths (B,)
+    int32.
     """
 
     def __init__(self, utts, cfg, batch_size, num_buckets, epochs=1, shuffle=False, seed=0,
@@ -254,9 +164,8 @@ class BatchSource:
         if not utts:
             raise ManifestError("no usable utterances")
         self.utts = utts
-        self.n_fft, self.hop = stft_params(cfg.features)
-        self.sample_rate = cfg.features.sample_rate
-        self.window = cfg.features.window
+        self.n_fft, _ = stft_params(cfg.features)
+        self.features = cfg.features
         frames = [u.frames for u in utts]
         self.batches, self.pad = make_batches(frames, batch_size, num_buckets, group_size)
         self.padding_fraction = padding_fraction(frames, self.batches, self.pad)
@@ -298,8 +207,7 @@ class BatchSource:
         targets = np.zeros((len(utts), width), np.int32)
         target_lengths = np.zeros(len(utts), np.int32)
         for j, u in enumerate(utts):
-            spec = spectrogram(load_audio(u.audio, self.sample_rate), self.n_fft, self.hop,
-                               self.window)  # (F, T)
+            spec = featurize(u.audio, self.features)  # (F, T)
             if spec.shape[1] > pad:
                 raise ManifestError(f"{u.audio}: audio is {spec.shape[1]} frames, longer than its "
                                     "manifest duration says; regenerate the manifest")
@@ -341,8 +249,3 @@ def iterate(data):
             found = re.findall(r"(?:AudioError|ManifestError|TextError): (.+)", str(err))
             raise ManifestError(found[-1].strip() if found else str(err).splitlines()[0]) from None
         yield item
-
-
-def make_encoder(cfg):
-    from src.text import load_labels
-    return TextEncoder(load_labels(cfg.labels_path), cfg.data.unknown_chars)

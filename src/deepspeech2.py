@@ -13,6 +13,8 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from src.conv_spec import CONV_SPEC, conv_out_size, output_lengths
+from src.env import uses_fast_conv
+from src.text import load_labels
 
 
 class ConvFrontEnd(nn.Cell):
@@ -185,3 +187,21 @@ def infer_model_size(param_dict):
         layers += 1
     bidirectional = "RNN.lstms.0.weight_hh_l0_reverse" in param_dict
     return hidden, layers, bidirectional
+
+
+def build_network(cfg, hidden_size=None, num_layers=None, bidirectional=None, fast_conv=None):
+    """DeepSpeechModel sized by the arguments, else by cfg.model.
+
+    fast_conv defaults to src.env.uses_fast_conv(cfg): the CPU numpy convs for training and
+    evaluation, never on GPU/Ascend and never for export.
+    """
+    labels = load_labels(cfg.labels_path)
+    if fast_conv is None:
+        fast_conv = uses_fast_conv(cfg)
+    return DeepSpeechModel(
+        n_class=len(labels),
+        hidden_size=cfg.model.hidden_size if hidden_size is None else hidden_size,
+        num_layers=cfg.model.num_layers if num_layers is None else num_layers,
+        bidirectional=cfg.model.bidirectional if bidirectional is None else bidirectional,
+        n_freq=int(round(cfg.features.sample_rate * cfg.features.window_size)) // 2 + 1,
+        fast_conv=fast_conv)

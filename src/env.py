@@ -1,8 +1,6 @@
 """Process environment that must be set before `import mindspore` (this module never imports it)."""
 import os
 
-DEVICE_TARGETS = ("CPU", "GPU", "Ascend")
-
 
 def prepare_environment(device_target, native_conv=True):
     """Set framework environment variables for `device_target`; call before importing mindspore.
@@ -14,9 +12,6 @@ def prepare_environment(device_target, native_conv=True):
     convolutions with the numpy fast path (native_conv=False) leave oneDNN uncapped. User settings
     win. Call it before numpy is imported too. GLOG_v=3 silences per-step framework warnings.
     """
-    if device_target not in DEVICE_TARGETS:
-        raise ValueError(f"device_target must be one of {', '.join(DEVICE_TARGETS)}, "
-                         f"got '{device_target}'")
     if device_target == "CPU":
         if native_conv:
             os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
@@ -24,6 +19,15 @@ def prepare_environment(device_target, native_conv=True):
         if core:
             os.environ.setdefault("OPENBLAS_CORETYPE", core)
     os.environ.setdefault("GLOG_v", "3")
+
+
+def uses_fast_conv(cfg):
+    """Whether the network computes its convolutions with the CPU numpy path (src/fast_conv.py).
+
+    Only on CPU and only when cfg.model.cpu_fast_conv; never for export, whose graph must hold
+    MindSpore's own Conv2D (the numpy path is a host callback that cannot be serialised).
+    """
+    return cfg.model.cpu_fast_conv and cfg.device_target == "CPU" and cfg.entry != "export"
 
 
 def openblas_coretype(cpuinfo="/proc/cpuinfo"):

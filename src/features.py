@@ -8,11 +8,17 @@ can never disagree about the window (the zoo's training and evaluation did).
 import numpy as np
 import soundfile as sf
 
+from src.errors import UserError
+
+# What libsndfile raises for a file it cannot open or decode: RuntimeError/LibsndfileError for
+# corrupt or truncated data, TypeError for headerless (raw) audio, OSError for I/O problems.
+_READ_ERRORS = (RuntimeError, sf.LibsndfileError, TypeError, OSError)
+
 _WINDOWS = {"hamming": np.hamming, "hann": np.hanning, "hanning": np.hanning,
             "blackman": np.blackman, "bartlett": np.bartlett}
 
 
-class AudioError(ValueError):
+class AudioError(UserError):
     """Unreadable, empty or unsupported audio; the message names the file."""
 
 
@@ -28,6 +34,23 @@ def num_frames(num_samples, hop):
     return 1 + num_samples // hop
 
 
+def _reason(err):
+    text = " ".join(str(err).split())
+    if isinstance(err, TypeError):  # soundfile asks for a sample rate: no header it knows
+        return "no audio header libsndfile knows (raw or not audio)"
+    return text
+
+
+def audio_info(path):
+    """(frames, sample_rate) from the file's header (frames may be 0). Raises AudioError naming
+    the file when there is no header libsndfile can read."""
+    try:
+        info = sf.info(path)
+    except _READ_ERRORS as err:
+        raise AudioError(f"cannot read audio {path}: {_reason(err)}") from None
+    return info.frames, info.samplerate
+
+
 def load_audio(path, sample_rate):
     """Mono float32 waveform of `path` at `sample_rate`, scaled as the zoo (int16 / 32767).
 
@@ -35,8 +58,8 @@ def load_audio(path, sample_rate):
     """
     try:
         data, sr = sf.read(path, dtype="int16", always_2d=True)  # (N, channels)
-    except (RuntimeError, sf.LibsndfileError, OSError) as err:
-        raise AudioError(f"cannot read audio {path}: {err}") from None
+    except _READ_ERRORS as err:
+        raise AudioError(f"cannot read audio {path}: {_reason(err)}") from None
     if data.shape[0] == 0:
         raise AudioError(f"audio file {path} is empty")
     wave = data.astype(np.float32).mean(axis=1) / 32767.0  # (N,)
@@ -48,8 +71,6 @@ def load_audio(path, sample_rate):
 
 def window_fn(name, n_fft):
     """Periodic window of length n_fft (as librosa/scipy get_window with fftbins=True)."""
-    if name not in _WINDOWS:
-        raise ValueError(f"unknown window '{name}': choose one of {sorted(_WINDOWS)}")
     return _WINDOWS[name](n_fft + 1)[:-1].astype(np.float32)
 
 
@@ -68,3 +89,10 @@ def spectrogram(wave, n_fft=320, hop=160, window="hamming", normalize=True):
         std = spec.std()
         spec = (spec - spec.mean()) / max(std, 1e-8)
     return spec
+
+
+def featurize(path, feature_cfg):
+    """Audio file -> the network's input spectrogram (F, T): the one path of train, eval, export
+    verification and transcription. Raises AudioError naming the file."""
+    n_fft, hop = stft_params(feature_cfg)
+    return spectrogram(load_audio(path, feature_cfg.sample_rate), n_fft, hop, feature_cfg.window)

@@ -1,26 +1,36 @@
-"""The training run behind train.py: data, network, optimizer, loop, checkpoints, metrics."""
-import glob
+"""The training run behind train.py: setup, then a loop of small named steps.
+
+    run = setup_run(cfg, rank, group_size)   # data, network, optimizer, resume position
+    for each step: batch -> train step -> metrics -> (epoch end) -> checkpoint -> validation
+"""
 import json
 import logging
 import os
-import re
-import sys
 import time
+from dataclasses import dataclass, field
 
-import mindspore as ms
 import numpy as np
-from mindspore import nn
-from tqdm import tqdm
 
-from src.builders import (CheckpointError, ScaledTrainStep, TrainStep, build_network,
-                          load_weights, read_checkpoint)
+from src.checkpoints import (
+    find_resume_checkpoint,
+    load_weights,
+    read_checkpoint,
+    restore,
+    save_checkpoint,
+)
 from src.config import to_dict
-from src.dataset import create_dataset, iterate, load_utterances, make_encoder, training_source
-from src.deepspeech2 import CTCLossCell, InferenceNet
+from src.dataset import create_dataset, iterate, load_utterances, training_source
+from src.deepspeech2 import InferenceNet, build_network
+from src.errors import UserError
 from src.evaluate import evaluate_manifest
 from src.lr_generator import get_lr
+from src.progress import progress
+from src.text import make_encoder
+from src.train_step import build_optimizer, build_train_step
 
-CKPT_PREFIX = "DeepSpeech"
+
+class TrainingDiverged(UserError):
+    """Too many consecutive steps with a non-finite loss or gradient."""
 
 
 def setup_logger(log_dir, rank=0, name="deepspeech2"):
@@ -38,105 +48,6 @@ def setup_logger(log_dir, rank=0, name="deepspeech2"):
     return logger, path
 
 
-def build_optimizer(network, cfg, lr):
-    """Adam on the schedule `lr` (one value per step); weight decay skips BatchNorm and biases."""
-    params = network.trainable_params()
-    decay = [p for p in params if p.name.endswith("weight") or "weight_" in p.name]
-    others = [p for p in params if not any(p is q for q in decay)]
-    groups = [{"params": decay, "weight_decay": cfg.train.weight_decay},
-              {"params": others, "weight_decay": 0.0}]
-    return nn.Adam(groups, learning_rate=ms.Tensor(lr), beta1=cfg.train.beta1,
-                   beta2=cfg.train.beta2, eps=cfg.train.eps)
-
-
-def build_train_step(network, optimizer, cfg, blank):
-    """TrainStep (CPU, or loss_scale none), else ScaledTrainStep with dynamic loss scaling.
-
-    train.amp_level casts the network for mixed precision (GPU/Ascend; the loss stays float32)
-    and train.jit_level sets the step's graph compile level; check_device_options has vetted both.
-    """
-    if cfg.train.loss_scale not in ("dynamic", "none"):
-        raise ValueError(f"train.loss_scale must be 'dynamic' or 'none', got "
-                         f"'{cfg.train.loss_scale}'")
-    if cfg.train.amp_level != "O0":
-        network = ms.amp.auto_mixed_precision(network, cfg.train.amp_level)
-    loss_net = CTCLossCell(network, blank)
-    if cfg.device_target != "CPU" and cfg.train.loss_scale == "dynamic":
-        step = ScaledTrainStep(loss_net, optimizer, cfg.train.max_grad_norm)
-    else:
-        step = TrainStep(loss_net, optimizer, cfg.train.max_grad_norm)
-    if cfg.train.jit_level:
-        step.set_jit_config(ms.JitConfig(jit_level=cfg.train.jit_level))
-    return step
-
-
-def checkpoint_name(epoch, step_in_epoch, weights_only=False):
-    """The zoo's names: DeepSpeech-<epoch>_<step in epoch>.ckpt (+ _weights for weights only)."""
-    return f"{CKPT_PREFIX}-{epoch}_{step_in_epoch}{'_weights' if weights_only else ''}.ckpt"
-
-
-def _atomic_save(save, path):
-    """save(tmp) then fsync and rename: a kill leaves either the old file set or the new one."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}.ckpt")  # MindSpore adds .ckpt otherwise
-    save(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def list_checkpoints(ckpt_dir):
-    """Full (resumable) checkpoints in ckpt_dir as [(global order key, path)], oldest first."""
-    found = []
-    for path in glob.glob(os.path.join(ckpt_dir, f"{CKPT_PREFIX}-*_*.ckpt")):
-        match = re.search(rf"{CKPT_PREFIX}-(\d+)_(\d+)\.ckpt$", path)
-        if match:
-            found.append(((int(match.group(1)), int(match.group(2))), path))
-    return sorted(found)
-
-
-def save_checkpoint(train_step, network, ckpt_dir, epoch, step_in_epoch, global_step, keep_max,
-                    weights_copy):
-    """Write a full checkpoint (weights, Adam moments, position) and optionally a weights-only
-    copy, atomically; keep the newest `keep_max` of each kind. Returns the full checkpoint path."""
-    os.makedirs(ckpt_dir, exist_ok=True)
-    path = os.path.join(ckpt_dir, checkpoint_name(epoch, step_in_epoch))
-    position = {"epoch_num": epoch, "step_num": global_step}
-    _atomic_save(lambda tmp: ms.save_checkpoint(train_step, tmp, append_dict=position), path)
-    if weights_copy:
-        weights = os.path.join(ckpt_dir, checkpoint_name(epoch, step_in_epoch, True))
-        _atomic_save(lambda tmp: ms.save_checkpoint(network, tmp), weights)
-    if keep_max > 0:
-        for _, old in list_checkpoints(ckpt_dir)[:-keep_max]:
-            for stale in (old, old[:-len(".ckpt")] + "_weights.ckpt"):
-                if os.path.exists(stale):
-                    os.chmod(stale, 0o600)  # MindSpore writes checkpoints read-only
-                    os.remove(stale)
-    return path
-
-
-def find_resume_checkpoint(resume, ckpt_dir, log):
-    """The checkpoint to resume from: `resume` itself (a file), or the newest readable full
-    checkpoint in `resume` (a folder) or, for "auto", in ckpt_dir. None when there is none."""
-    if os.path.isfile(resume):
-        return resume
-    folder = ckpt_dir if resume == "auto" else resume
-    if resume != "auto" and not os.path.isdir(folder):
-        raise CheckpointError(f"--resume: no checkpoint file or folder {resume}")
-    for _, path in reversed(list_checkpoints(folder)):
-        try:
-            ms.load_checkpoint(path)
-            return path
-        except (ValueError, RuntimeError) as err:
-            log(f"skipping unreadable checkpoint {path}: {err}")
-    return None
-
-
 def truncate_metrics(path, last_step):
     """Drop metrics lines after `last_step` (they are redone after a resume)."""
     if not os.path.isfile(path):
@@ -145,22 +56,6 @@ def truncate_metrics(path, last_step):
         lines = [line for line in f if line.strip() and json.loads(line)["step"] <= last_step]
     with open(path, "w", encoding="utf-8") as f:
         f.writelines(lines)
-
-
-def restore(train_step, path):
-    """Load a full checkpoint into the train step; returns the global step it was written at."""
-    params = read_checkpoint(path)
-    if "step_num" not in params:
-        raise CheckpointError(f"{path} has no training position (a weights-only checkpoint?): "
-                              "use it with --pre_trained_model_path instead of --resume")
-    step = int(params.pop("step_num").asnumpy())
-    params.pop("epoch_num", None)
-    params.pop("learning_rate", None)  # the schedule comes from the config
-    missing, _ = ms.load_param_into_net(train_step, params)
-    missing = [m for m in missing if m != "learning_rate"]
-    if missing:
-        raise CheckpointError(f"{path} does not fit this run: missing {', '.join(missing[:5])}")
-    return step
 
 
 class BadStepGuard:
@@ -181,19 +76,37 @@ class BadStepGuard:
         self.logger.warning("step %d: non-finite loss or gradient, update skipped (%d so far); "
                             "batch: %s", step, self.total, names)
         if self.limit and self.run >= self.limit:
-            raise FloatingPointError(
+            raise TrainingDiverged(
                 f"{self.run} consecutive steps had a non-finite loss or gradient; likely causes: "
                 "a learning rate too high (lower train.learning_rate), transcripts longer than "
                 "their audio allows, or corrupt audio in the batches logged above")
 
 
-def run_training(cfg, rank=0, group_size=1):
-    """Train as configured; returns the path of the last checkpoint written."""
-    logger, log_path = setup_logger(cfg.train.log_dir, rank)
-    logger.info("log file: %s (rank %d of %d)", os.path.abspath(log_path), rank, group_size)
-    logger.info("config: %s", json.dumps(to_dict(cfg)))
-    encoder = make_encoder(cfg)
+@dataclass
+class TrainingRun:
+    """What the loop needs: config, data source, network and step, schedule, where it starts."""
+    cfg: object
+    rank: int
+    logger: logging.Logger
+    encoder: object
+    source: object
+    network: object
+    infer_net: object  # the same network with log-softmax, for validation
+    train_step: object
+    lr: np.ndarray
+    start: int = 0
+    last_ckpt: str = None
+    window: dict = field(default_factory=lambda: {"loss": [], "utts": 0,
+                                                  "t0": time.perf_counter()})
 
+    @property
+    def total(self):
+        return self.cfg.train.epochs * self.source.steps_per_epoch
+
+
+def load_training_data(cfg, rank, group_size, logger):
+    """The training manifest as this rank's BatchSource (skips logged); returns (encoder, source)."""
+    encoder = make_encoder(cfg)
     utts, report = load_utterances(cfg.data.train_manifest, cfg, encoder,
                                    max_duration=cfg.data.max_duration)
     logger.info("train manifest %s: %d utterances, %.2f h; skipped: %s",
@@ -204,11 +117,14 @@ def run_training(cfg, rank=0, group_size=1):
     if encoder.dropped:
         logger.warning("characters dropped from transcripts: %s", dict(encoder.dropped))
     source = training_source(utts, cfg, rank, group_size)
-    spe = source.steps_per_epoch
+    pads = sorted(set(source.pad.tolist()))
     logger.info("%d steps/epoch, %d padded lengths %s, padding %.1f%% of frames",
-                spe, len(set(source.pad.tolist())), sorted(set(source.pad.tolist())),
-                100 * source.padding_fraction)
+                source.steps_per_epoch, len(pads), pads, 100 * source.padding_fraction)
+    return encoder, source
 
+
+def build_model(cfg, group_size, steps_per_epoch, blank, logger):
+    """Network (optionally from pretrained weights), lr schedule and train step."""
     network = build_network(cfg)
     if cfg.train.pre_trained_model_path:
         load_weights(network, read_checkpoint(cfg.train.pre_trained_model_path),
@@ -218,84 +134,129 @@ def run_training(cfg, rank=0, group_size=1):
     if group_size > 1 and cfg.train.lr_scaling == "linear":
         lr_init *= group_size  # the global batch is group_size x batch_size
         logger.info("learning rate scaled to %g for %d devices", lr_init, group_size)
-    elif cfg.train.lr_scaling not in ("linear", "none"):
-        raise ValueError(f"train.lr_scaling must be 'linear' or 'none', got '{cfg.train.lr_scaling}'")
-    lr = get_lr(lr_init, cfg.train.epochs, spe,
+    lr = get_lr(lr_init, cfg.train.epochs, steps_per_epoch,
                 cfg.train.warmup_steps, cfg.train.hold_epochs, cfg.train.lr_anneal)
-    optimizer = build_optimizer(network, cfg, lr)
-    train_step = build_train_step(network, optimizer, cfg, encoder.blank_id)
+    train_step = build_train_step(network, build_optimizer(network, cfg, lr), cfg, blank)
     train_step.set_train(True)
-    infer_net = InferenceNet(network)
+    return network, lr, train_step
 
+
+def resume_position(cfg, train_step, spe, logger):
+    """The global step to start from: 0, or the one of the checkpoint train.resume picks."""
+    if not cfg.train.resume:
+        return 0
+    path = find_resume_checkpoint(cfg.train.resume, cfg.train.checkpoint_dir, logger.warning)
+    if path is None:
+        logger.info("resume: no checkpoint in %s yet, starting from scratch",
+                    cfg.train.checkpoint_dir)
+        return 0
+    start = restore(train_step, path)
+    logger.info("resumed from %s at step %d (epoch %d, step %d of it)", path, start,
+                start // spe + 1, start % spe)
+    return start
+
+
+def setup_run(cfg, rank=0, group_size=1):
+    """Everything before the first step, as a TrainingRun."""
+    logger, log_path = setup_logger(cfg.train.log_dir, rank)
+    logger.info("log file: %s (rank %d of %d)", os.path.abspath(log_path), rank, group_size)
+    logger.info("config: %s", json.dumps(to_dict(cfg)))
+    encoder, source = load_training_data(cfg, rank, group_size, logger)
+    network, lr, train_step = build_model(cfg, group_size, source.steps_per_epoch,
+                                          encoder.blank_id, logger)
+    start = resume_position(cfg, train_step, source.steps_per_epoch, logger)
+    return TrainingRun(cfg, rank, logger, encoder, source, network, InferenceNet(network),
+                       train_step, lr, start)
+
+
+def record_step(run, metrics, step, loss, ok, batch_size, bar):
+    """Progress postfix every step; a metrics.jsonl line every log_interval steps and at epoch end."""
+    w = run.window
+    if ok:
+        w["loss"].append(loss)
+    w["utts"] += batch_size
+    utt_s = w["utts"] / max(time.perf_counter() - w["t0"], 1e-9)
+    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{run.lr[step]:.2e}", utt_s=f"{utt_s:.1f}")
+    bar.update(1)
+    done, spe = step + 1, run.source.steps_per_epoch
+    if done % run.cfg.train.log_interval == 0 or done % spe == 0:
+        metrics.write(json.dumps({"step": done, "epoch": step // spe + 1,
+                                  "loss": float(np.mean(w["loss"])) if w["loss"] else None,
+                                  "lr": float(run.lr[step]), "utt_per_s": round(utt_s, 3)}) + "\n")
+        metrics.flush()
+        run.window = {"loss": [], "utts": 0, "t0": time.perf_counter()}
+
+
+def maybe_checkpoint(run, step, epoch_end):
+    """Save (rank 0) every save_checkpoint_steps, every save_checkpoint_epochs and at the end."""
+    cfg, done, spe = run.cfg, step + 1, run.source.steps_per_epoch
+    save = cfg.train.save_checkpoint_steps and done % cfg.train.save_checkpoint_steps == 0
+    if epoch_end:
+        save = save or (done // spe) % cfg.train.save_checkpoint_epochs == 0 or done == run.total
+    if save and run.rank == 0:
+        run.last_ckpt = save_checkpoint(run.train_step, run.network, cfg.train.checkpoint_dir,
+                                        step // spe + 1, step % spe + 1, done,
+                                        cfg.train.keep_checkpoint_max, cfg.train.save_weights_only)
+        run.logger.info("checkpoint: %s", os.path.abspath(run.last_ckpt))
+
+
+def validate(run, metrics, step):
+    """Rank 0: greedy WER/CER of the validation manifest, logged and written to metrics.jsonl."""
+    epoch = step // run.source.steps_per_epoch + 1
+    rates, _, report = evaluate_manifest(run.infer_net, run.cfg.data.val_manifest,
+                                         run.cfg, run.encoder, desc="validation")
+    skipped = f"; skipped: {report.text()}" if report else ""
+    run.logger.info("epoch %d validation: WER %.2f%% CER %.2f%% (%d utterances%s)",
+                    epoch, rates.wer, rates.cer, rates.utterances, skipped)
+    metrics.write(json.dumps({"step": step + 1, "epoch": epoch, "val_wer": rates.wer,
+                              "val_cer": rates.cer}) + "\n")
+    metrics.flush()
+
+
+def next_batch(run, iterator, bar):
+    """The next batch; audio that fails while decoding stops the run with its name in the log."""
+    try:
+        return next(iterator)
+    except UserError as err:
+        bar.close()
+        run.logger.error("stopped: %s (data_prep decodes every file in full, so this file changed "
+                         "after preparation: fix it or remove it from the manifest, then resume "
+                         "with --resume=auto)", err)
+        raise
+
+
+def run_training(cfg, rank=0, group_size=1):
+    """Train as configured; returns the path of the last checkpoint written."""
+    run = setup_run(cfg, rank, group_size)
+    spe = run.source.steps_per_epoch
     # Only rank 0 keeps metrics; the other ranks' progress is in their own log files.
     metrics_path = os.path.join(cfg.train.log_dir, "metrics.jsonl") if rank == 0 else os.devnull
-    start = 0
-    if cfg.train.resume:
-        path = find_resume_checkpoint(cfg.train.resume, cfg.train.checkpoint_dir, logger.warning)
-        if path is None:
-            logger.info("resume: no checkpoint in %s yet, starting from scratch",
-                        cfg.train.checkpoint_dir)
-        else:
-            start = restore(train_step, path)
-            logger.info("resumed from %s at step %d (epoch %d, step %d of it)", path, start,
-                        start // spe + 1, start % spe)
     if rank == 0:
-        truncate_metrics(metrics_path, start)
-    total = cfg.train.epochs * spe
-    data = create_dataset(source, cfg.data.num_parallel_workers, start_step=start)
-    iterator = iterate(data)
-    guard = BadStepGuard(cfg.train.max_bad_steps, logger)
-    last_ckpt, bar = None, None
+        truncate_metrics(metrics_path, run.start)
+    iterator = iterate(create_dataset(run.source, cfg.data.num_parallel_workers,
+                                      start_step=run.start))
+    guard = BadStepGuard(cfg.train.max_bad_steps, run.logger)
+    bar = None
     with open(metrics_path, "a", encoding="utf-8") as metrics:
-        logger.info("metrics: %s", os.path.abspath(metrics_path))
-        window_loss, window_utts, window_t0 = [], 0, time.perf_counter()
-        for step in range(start, total):
+        run.logger.info("metrics: %s", os.path.abspath(metrics_path))
+        for step in range(run.start, run.total):
             epoch, k = divmod(step, spe)
             if bar is None:
-                bar = tqdm(total=spe, initial=k, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                           unit="step", dynamic_ncols=True, disable=rank != 0,
-                           mininterval=0.1 if sys.stderr.isatty() else 10)  # short logs
-            inputs, lengths, targets, target_lengths = next(iterator)
-            loss, ok = train_step(inputs, lengths, targets, target_lengths)[:2]
-            loss = float(loss.asnumpy())
-            ok = bool(ok.asnumpy())
-            guard.update(ok, step + 1, lambda: source.batch_utterances(step))
-            done = step + 1
-            if ok:
-                window_loss.append(loss)
-            window_utts += inputs.shape[0]
-            utt_s = window_utts / max(time.perf_counter() - window_t0, 1e-9)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr[step]:.2e}", utt_s=f"{utt_s:.1f}")
-            if done % cfg.train.log_interval == 0 or done % spe == 0:
-                record = {"step": done, "epoch": epoch + 1,
-                          "loss": float(np.mean(window_loss)) if window_loss else None,
-                          "lr": float(lr[step]), "utt_per_s": round(utt_s, 3)}
-                metrics.write(json.dumps(record) + "\n")
-                metrics.flush()
-                window_loss, window_utts, window_t0 = [], 0, time.perf_counter()
-            epoch_end = done % spe == 0
-            save = (cfg.train.save_checkpoint_steps and done % cfg.train.save_checkpoint_steps == 0)
+                bar = progress(total=spe, initial=k, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+                               unit="step", disable=rank != 0)
+            batch = next_batch(run, iterator, bar)
+            loss, ok = run.train_step(*batch)[:2]
+            loss, ok = float(loss.asnumpy()), bool(ok.asnumpy())
+            guard.update(ok, step + 1, lambda s=step: run.source.batch_utterances(s))
+            record_step(run, metrics, step, loss, ok, batch[0].shape[0], bar)
+            epoch_end = (step + 1) % spe == 0
             if epoch_end:
                 bar.close()
                 bar = None
-                logger.info("epoch %d done: step %d, last loss %.4f", epoch + 1, done, loss)
-                save = save or (epoch + 1) % cfg.train.save_checkpoint_epochs == 0 \
-                    or done == total
-            if save and rank == 0:
-                last_ckpt = save_checkpoint(train_step, network, cfg.train.checkpoint_dir,
-                                            epoch + 1, k + 1, done, cfg.train.keep_checkpoint_max,
-                                            cfg.train.save_weights_only)
-                logger.info("checkpoint: %s", os.path.abspath(last_ckpt))
+                run.logger.info("epoch %d done: step %d, last loss %.4f", epoch + 1, step + 1, loss)
+            maybe_checkpoint(run, step, epoch_end)
             if epoch_end and cfg.data.val_manifest and rank == 0:
-                rates, _, _ = evaluate_manifest(infer_net, cfg.data.val_manifest, cfg, encoder,
-                                                cfg.data.batch_size, desc="validation")
-                network.set_train(True)
-                logger.info("epoch %d validation: WER %.2f%% CER %.2f%% (%d utterances)",
-                            epoch + 1, rates.wer, rates.cer, rates.utterances)
-                metrics.write(json.dumps({"step": done, "epoch": epoch + 1, "val_wer": rates.wer,
-                                          "val_cer": rates.cer}) + "\n")
-                metrics.flush()
+                validate(run, metrics, step)
     if guard.total:
-        logger.warning("%d steps were skipped for non-finite values", guard.total)
-    return last_ckpt
+        run.logger.warning("%d steps were skipped for non-finite values", guard.total)
+    return run.last_ckpt

@@ -1,6 +1,7 @@
 """CTC loss against a numpy forward algorithm; the lr schedule and the optimizer's use of it."""
 import numpy as np
 import pytest
+from conftest import tiny_batch, tiny_step
 from scipy.special import logsumexp
 
 from src.lr_generator import get_lr
@@ -31,6 +32,7 @@ def numpy_ctc_nll(log_probs, label, blank):
 def test_ctc_loss_cell_matches_numpy(ms_context):
     ms = ms_context
     from mindspore import nn
+
     from src.deepspeech2 import CTCLossCell
 
     class Logits(nn.Cell):
@@ -64,26 +66,13 @@ def test_lr_schedule_hand_computed():
 
 def test_optimizer_steps_by_the_schedule(ms_context):
     """With beta1, beta2 ~ 0 every Adam update is lr * sign(grad): its size is the step's lr."""
-    ms = ms_context
-    from src.config import load_config
-    from src.builders import build_network
-    from src.training import build_optimizer, build_train_step
-
-    cfg = load_config(["--hidden_size=8", "--num_layers=1", "--beta1=1e-9", "--beta2=1e-9",
-                       "--weight_decay=0", "--max_grad_norm=0"])
-    net = build_network(cfg)
     lr = get_lr(1e-3, total_epochs=3, steps_per_epoch=2, warmup_steps=2, hold_epochs=1, anneal=2.0)
-    opt = build_optimizer(net, cfg, lr)
-    step = build_train_step(net, opt, cfg, blank=28)
-    step.set_train(True)
-    rng = np.random.default_rng(1)
-    x = ms.Tensor(rng.standard_normal((2, 1, 161, 40)).astype(np.float32))
-    lengths = ms.Tensor(np.array([40, 30], np.int32))
-    targets = ms.Tensor(np.array([[1, 2, 3], [4, 5, 0]], np.int32))
-    target_lengths = ms.Tensor(np.array([3, 2], np.int32))
+    _, net, step = tiny_step(["--beta1=1e-9", "--beta2=1e-9", "--weight_decay=0",
+                              "--max_grad_norm=0"], lr=lr)
+    x, lengths, targets, target_lengths = tiny_batch(ms_context, seed=1)
     weight = next(p for p in net.trainable_params() if p.name == "fc.module.weight")
     seen = []
-    for k in range(len(lr)):
+    for _ in range(len(lr)):
         before = weight.asnumpy().copy()
         step(x, lengths, targets, target_lengths)
         delta = np.abs(weight.asnumpy() - before)
@@ -93,7 +82,7 @@ def test_optimizer_steps_by_the_schedule(ms_context):
 
 def test_global_norm_and_clip_match_numpy_and_flag_non_finite(ms_context):
     ms = ms_context
-    from src.builders import clip_by_norm, global_norm
+    from src.train_step import clip_by_norm, global_norm
     rng = np.random.default_rng(0)
     arrays = [rng.standard_normal(s).astype(np.float32) for s in [(3, 4), (5,), (2, 2, 2)]]
     want = np.sqrt(sum((a.astype(np.float64) ** 2).sum() for a in arrays))

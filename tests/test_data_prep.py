@@ -7,8 +7,7 @@ import tarfile
 
 import numpy as np
 import soundfile as sf
-
-from conftest import run
+from conftest import prep_command, run
 
 SR = 16000
 
@@ -47,10 +46,9 @@ def make_archive(path, subset, utts, extra=None, trans_extra=""):
 
 
 def prep(src, out, *extra, ok=True):
-    return run([sys.executable, "data_prep/librispeech.py", "--source_dir", str(src),
-                "--target_dir", str(out), "--workers", "2", "--train_subsets", "train-clean-100",
+    return run(prep_command(src, out, "--workers", "2", "--train_subsets", "train-clean-100",
                 "--val_subsets", "dev-clean", "--test_clean_subsets", "test-clean",
-                "--test_other_subsets", "test-other", *extra], ok=ok)
+                "--test_other_subsets", "test-other", *extra), ok=ok)
 
 
 def test_archives_to_splits_and_manifests(tmp_path):
@@ -156,8 +154,11 @@ def test_truncated_archive_and_nothing_usable(tmp_path):
     (src / "train-clean-100.tar.gz").write_bytes(data[: len(data) // 2])
     proc = prep(src, out, ok=False)
     assert "truncated or corrupt archive" in (out / "skipped_archives.txt").read_text()
-    usable = (out / "libri_train_manifest.csv")
-    assert proc.returncode == (0 if usable.exists() else 1)
+    # the chapter's transcript file comes after its audio in the archive: the cut loses it, so
+    # nothing is usable, which is an error (exit 1), with the archive named in the report
+    assert proc.returncode == 1 and "no usable utterance was produced" in proc.stderr
+    assert "1 truncated or corrupt archive" in proc.stdout
+    assert not (out / "libri_train_manifest.csv").exists()
     empty = tmp_path / "empty"
     empty.mkdir()
     proc = prep(empty, tmp_path / "out2", ok=False)
@@ -205,6 +206,7 @@ def test_killed_run_resumes_to_identical_outputs(tmp_path):
     import signal
     import subprocess
     import time
+
     from conftest import REPO
     src = tmp_path / "src"
     src.mkdir()
@@ -213,9 +215,8 @@ def test_killed_run_resumes_to_identical_outputs(tmp_path):
                   for i in range(300)})  # resampling makes each file slow enough to interrupt
     ref, crash = tmp_path / "ref", tmp_path / "crash"
     prep(src, ref)
-    cmd = [sys.executable, "data_prep/librispeech.py", "--source_dir", str(src), "--target_dir",
-           str(crash), "--workers", "2", "--train_subsets", "train-clean-100", "--val_subsets",
-           "--test_clean_subsets", "--test_other_subsets"]
+    cmd = prep_command(src, crash, "--workers", "2", "--train_subsets", "train-clean-100",
+                       "--val_subsets", "--test_clean_subsets", "--test_other_subsets")
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     wav_dir = crash / "train" / "wav"
@@ -246,6 +247,7 @@ def test_full_disk_stops_with_one_line_and_keeps_finished_files_valid(tmp_path):
     import resource
     import signal
     import subprocess
+
     from conftest import REPO
     src, out, ref = tmp_path / "src", tmp_path / "out", tmp_path / "ref"
     src.mkdir()
@@ -257,9 +259,8 @@ def test_full_disk_stops_with_one_line_and_keeps_finished_files_valid(tmp_path):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
         resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))
 
-    cmd = [sys.executable, "data_prep/librispeech.py", "--source_dir", str(src), "--target_dir",
-           str(out), "--workers", "2", "--train_subsets", "train-clean-100", "--val_subsets",
-           "--test_clean_subsets", "--test_other_subsets"]
+    cmd = prep_command(src, out, "--workers", "2", "--train_subsets", "train-clean-100",
+                       "--val_subsets", "--test_clean_subsets", "--test_other_subsets")
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
                           preexec_fn=limit_file_size)
     assert proc.returncode != 0

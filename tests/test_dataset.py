@@ -7,9 +7,10 @@ import pytest
 import soundfile as sf
 
 from src.config import load_config
-from src.dataset import (BatchSource, ManifestError, load_utterances, make_batches, make_encoder,
-                         read_manifest, write_manifests)
+from src.dataset import BatchSource, load_utterances, make_batches
 from src.features import load_audio, spectrogram
+from src.manifest import ManifestError, read_manifest, write_manifests
+from src.text import make_encoder
 
 
 def make_corpus(root, durations, texts=None):
@@ -125,12 +126,13 @@ def test_shards_partition_each_epoch(tmp_path):
 
 def test_bucket_bounds_are_optimal_against_brute_force():
     import itertools
+
     from src.dataset import bucket_bounds
     rng = np.random.default_rng(1)
     for _ in range(30):
         maxima, sizes = rng.integers(1, 30, size=12), rng.integers(1, 4, size=12)
 
-        def padding(bounds):
+        def padding(bounds, maxima=maxima, sizes=sizes):
             bounds = np.sort(bounds)
             return sum(s * (bounds[np.searchsorted(bounds, x)] - x) for x, s in zip(maxima, sizes))
 
@@ -139,3 +141,24 @@ def test_bucket_bounds_are_optimal_against_brute_force():
         best = min(padding(c) for c in candidates)
         got = bucket_bounds(maxima, sizes, 3)
         assert len(got) <= 3 and padding(got) == best
+
+
+def test_paths_with_commas_and_quotes_survive_the_csv_round_trip(tmp_path):
+    odd = tmp_path / 'a,b "c"'
+    entries = make_corpus(odd, [1.0, 0.5])
+    write_manifests(entries, odd / "m.csv", odd / "m.json", odd)
+    got = read_manifest(str(odd / "m.csv"))
+    assert [(e.audio, e.transcript, e.duration) for e in got] == entries
+    cfg = load_config([])
+    utts, _ = load_utterances(str(odd / "m.csv"), cfg, make_encoder(cfg))
+    assert sorted(u.audio for u in utts) == sorted(e[0] for e in entries)
+
+
+def test_a_manifest_with_nothing_usable_names_itself_and_why(tmp_path):
+    entries = make_corpus(tmp_path, [1.0])
+    (tmp_path / "wav" / "u0.wav").write_bytes(b"RIFF garbage")
+    write_manifests(entries, tmp_path / "m.csv", tmp_path / "m.json", tmp_path)
+    cfg = load_config([])
+    with pytest.raises(ManifestError, match=r"m\.csv: no usable utterances \(skipped: 1 "
+                                            r"unreadable audio; first: .*m\.csv:1: cannot read"):
+        load_utterances(str(tmp_path / "m.csv"), cfg, make_encoder(cfg))

@@ -1,27 +1,14 @@
 """Device switches (train.jit_level, train.amp_level) build and run as far as CPU allows."""
-import numpy as np
 import pytest
-
-
-def _batch(ms, rng):
-    x = ms.Tensor(rng.standard_normal((2, 1, 161, 40)).astype(np.float32))
-    return (x, ms.Tensor(np.array([40, 31], np.int32)),
-            ms.Tensor(np.array([[1, 2, 3], [4, 5, 0]], np.int32)),
-            ms.Tensor(np.array([3, 2], np.int32)))
+from conftest import tiny_batch, tiny_step
 
 
 def _first_step(ms, overrides, fast_conv=True, device=None):
     """(loss, finite, train step) of one step of a tiny network; `device` forces that code path."""
-    from src.builders import build_network
-    from src.config import load_config
-    from src.training import build_optimizer, build_train_step
-    cfg = load_config(["--hidden_size=16", "--num_layers=1", "--loss_scale=none", *overrides])
-    cfg.device_target = device or cfg.device_target
+    device = [f"--device_target={device}"] if device else []
     ms.set_seed(3)
-    net = build_network(cfg, fast_conv=fast_conv)
-    step = build_train_step(net, build_optimizer(net, cfg, [1e-3] * 2), cfg, blank=28)
-    step.set_train(True)
-    loss, finite = step(*_batch(ms, np.random.default_rng(0)))
+    _, _, step = tiny_step(["--loss_scale=none", *device, *overrides], fast_conv=fast_conv)
+    loss, finite = step(*tiny_batch(ms))
     return loss, bool(finite.asnumpy()), step
 
 

@@ -1,22 +1,30 @@
-"""Data-parallel training for real: msrun with 2 CPU workers vs a single-process emulation."""
+"""Data-parallel training for real: msrun with 2 CPU workers vs a single-process emulation, and
+the multi-node form (two msrun invocations of one worker each, node ranks 0 and 1, master on
+127.0.0.1) vs the single-node run."""
 import os
+import socket
+import subprocess
 
 import numpy as np
+import pytest
 
-from conftest import run
+from conftest import REPO, run
 from test_end_to_end import head
 
 
-def test_two_workers_equal_single_process_on_both_shards(ms_context, sample_data, tmp_path):
-    ms = ms_context
-    from mindspore import ops
-    from src.builders import build_network, load_weights
-    from src.config import load_config
-    from src.dataset import load_utterances, make_encoder, training_source
-    from src.deepspeech2 import CTCLossCell
-    from src.lr_generator import get_lr
-    from src.training import build_optimizer
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
+
+@pytest.fixture(scope="module")
+def single_node(ms_context, sample_data, tmp_path_factory):
+    """One msrun with 2 CPU workers: (folder, overrides, its final checkpoint's parameters)."""
+    ms = ms_context
+    from src.config import load_config
+    from src.deepspeech2 import build_network
+    tmp_path = tmp_path_factory.mktemp("distributed")
     train = head(sample_data / "libri_train_manifest.csv", tmp_path / "train.csv", 10)
     overrides = ["--hidden_size=16", "--num_layers=1", "--batch_size=2", "--epochs=1",
                  "--num_parallel_workers=1", f"--train_manifest={train}", "--val_manifest=",
@@ -25,10 +33,7 @@ def test_two_workers_equal_single_process_on_both_shards(ms_context, sample_data
                  # rounding difference (all-reduce order) flips; a larger eps keeps the comparison
                  # about the gradients.
                  "--eps=1e-3"]
-    cfg = load_config(overrides)
-    init = build_network(cfg)
-    ms.save_checkpoint(init, str(tmp_path / "init.ckpt"))
-
+    ms.save_checkpoint(build_network(load_config(overrides)), str(tmp_path / "init.ckpt"))
     ckpt_dir, log_dir = tmp_path / "ckpt", tmp_path / "log"
     env = dict(os.environ, LOG_DIR=str(tmp_path / "launcher_logs"))
     proc = run(["bash", "scripts/run_distribute_train_cpu.sh", "2", str(tmp_path / "init.ckpt"),
@@ -39,10 +44,27 @@ def test_two_workers_equal_single_process_on_both_shards(ms_context, sample_data
     assert "rank 1 of 2" in (log_dir / "train_rank1.log").read_text()
     ckpts = sorted(p.name for p in ckpt_dir.iterdir())
     assert ckpts == ["DeepSpeech-1_3.ckpt"]  # 10 utterances / 2 per batch = 5 -> 6 batches, 3 each
+    return tmp_path, overrides, ms.load_checkpoint(str(ckpt_dir / "DeepSpeech-1_3.ckpt"))
 
+
+def test_two_workers_equal_single_process_on_both_shards(ms_context, single_node):
+    ms = ms_context
+    from mindspore import ops
+
+    from src.checkpoints import load_weights
+    from src.config import load_config
+    from src.dataset import load_utterances, training_source
+    from src.deepspeech2 import CTCLossCell, build_network
+    from src.lr_generator import get_lr
+    from src.text import make_encoder
+    from src.train_step import build_optimizer
+
+    tmp_path, overrides, distributed = single_node
+    cfg = load_config(overrides)
     # the same steps in one process: mean of the two shards' gradients, then clip and Adam
     encoder = make_encoder(cfg)
-    utts, _ = load_utterances(train, cfg, encoder, max_duration=cfg.data.max_duration)
+    utts, _ = load_utterances(cfg.data.train_manifest, cfg, encoder,
+                              max_duration=cfg.data.max_duration)
     shards = [training_source(utts, cfg, rank=r, group_size=2) for r in range(2)]
     net = build_network(cfg)
     load_weights(net, ms.load_checkpoint(str(tmp_path / "init.ckpt")))
@@ -51,13 +73,37 @@ def test_two_workers_equal_single_process_on_both_shards(ms_context, sample_data
     optimizer = build_optimizer(net, cfg, lr)
     loss_net = CTCLossCell(net, encoder.blank_id)
     loss_net.set_train(True)
-    weights = optimizer.parameters
-    grad_fn = ms.grad(loss_net, grad_position=None, weights=weights)
+    grad_fn = ms.grad(loss_net, grad_position=None, weights=optimizer.parameters)
     for step in range(shards[0].steps_per_epoch):
         grads = [grad_fn(*map(ms.Tensor, shard[step])) for shard in shards]
         mean = tuple((a + b) / 2 for a, b in zip(*grads))
         optimizer(ops.clip_by_global_norm(mean, cfg.train.max_grad_norm))
-    distributed = ms.load_checkpoint(str(ckpt_dir / "DeepSpeech-1_3.ckpt"))
     for p in net.trainable_params():
         np.testing.assert_allclose(distributed[p.name].asnumpy(), p.asnumpy(), rtol=1e-4,
                                    atol=1e-5, err_msg=p.name)
+
+
+def test_two_nodes_of_one_worker_equal_one_node_of_two(ms_context, single_node):
+    tmp_path, overrides, one_node = single_node
+    ckpt_dir, log_dir = tmp_path / "ckpt_nodes", tmp_path / "log_nodes"
+    env = dict(os.environ, LOG_DIR=str(tmp_path / "launcher_logs_nodes"))
+    port = str(free_port())
+    nodes = [subprocess.Popen(
+        ["bash", f"{REPO}/scripts/run_distribute_train_cpu.sh", "1", str(tmp_path / "init.ckpt"),
+         "--num_nodes", "2", "--node_rank", str(rank), "--master_addr", "127.0.0.1",
+         "--master_port", port, *overrides, f"--checkpoint_dir={ckpt_dir}",
+         f"--log_dir={log_dir}"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
+    outputs = [node.communicate(timeout=600)[0] for node in nodes]
+    for rank, (node, out) in enumerate(zip(nodes, outputs)):
+        assert node.returncode == 0 and "exit status 0" in out, (rank, out[-3000:])
+        assert f"log: {tmp_path}/launcher_logs_nodes/run_distribute_train_cpu_node{rank}.log" in out
+    assert "rank 1 of 2" in (log_dir / "train_rank1.log").read_text()
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["DeepSpeech-1_3.ckpt"]
+    import mindspore as ms
+    two_nodes = ms.load_checkpoint(str(ckpt_dir / "DeepSpeech-1_3.ckpt"))
+    assert int(two_nodes["step_num"].asnumpy()) == int(one_node["step_num"].asnumpy()) == 3
+    for name, value in one_node.items():
+        if name.startswith(("conv.", "RNN.", "fc.", "moment")):
+            np.testing.assert_allclose(two_nodes[name].asnumpy(), value.asnumpy(), rtol=1e-5,
+                                       atol=1e-6, err_msg=name)

@@ -4,7 +4,6 @@ import pytest
 
 from src.fast_conv import conv_backward, conv_forward
 
-
 CASES = [(3, (2, 1), 8), (1, (2, 2), 8), (2, (1, 3), 8), (2, (1, 1), 13)]  # channels, stride, T
 FFT_CASES = [(3, (2, 1), 8), (2, (1, 1), 13), (2, (3, 1), 23)]  # FFT lengths 9, 15, 24
 

@@ -40,7 +40,7 @@ def write_zoo_checkpoint(ms, path, shapes, seed=0):
 
 
 def test_zoo_checkpoint_loads_strictly_at_full_size(ms_context, tmp_path):
-    from src.builders import network_from_checkpoint
+    from src.checkpoints import network_from_checkpoint
     from src.config import load_config
     shapes = zoo_shapes()
     assert sum(int(np.prod(s)) for s in shapes.values()) == 86_608_224  # the spec's count
@@ -56,8 +56,9 @@ def test_zoo_checkpoint_loads_strictly_at_full_size(ms_context, tmp_path):
 
 
 def test_other_architecture_is_refused_with_names(ms_context, tmp_path):
-    from src.builders import CheckpointError, build_network, load_weights
+    from src.checkpoints import CheckpointError, load_weights
     from src.config import load_config
+    from src.deepspeech2 import build_network
     shapes = zoo_shapes(hidden=16, layers=2)
     shapes["fc.module.weight"] = (30, 16)
     shapes["extra.weight"] = (3,)
@@ -116,7 +117,7 @@ def reference_log_probs(p, spec, layers):
 def test_forward_matches_numpy_reference_and_ignores_padding(ms_context, tmp_path):
     """A padded batch gives, for every utterance, the numpy zoo network's output on it alone."""
     ms = ms_context
-    from src.builders import network_from_checkpoint
+    from src.checkpoints import network_from_checkpoint
     from src.config import load_config
     from src.deepspeech2 import InferenceNet
     values = write_zoo_checkpoint(ms, tmp_path / "small.ckpt", zoo_shapes(hidden=12, layers=2),

@@ -1,10 +1,12 @@
 """Launch scripts: argument checking, dry runs of the GPU/Ascend paths, any working directory."""
 import os
+import re
 import shlex
+import signal
 import subprocess
+import time
 
 import pytest
-
 from conftest import REPO
 
 
@@ -17,8 +19,8 @@ def dry(name, *args, **kw):
     proc = script(name, *args, "--dry_run", **kw)
     assert proc.returncode == 0, proc.stderr
     line = proc.stdout.strip().splitlines()[-1]
-    assert line.startswith("dry run: (cd ")
-    return shlex.split(line[len("dry run: ("):].rstrip(")"))
+    assert line.startswith("dry run: ")
+    return shlex.split(line[len("dry run: "):])
 
 
 def test_every_script_prints_usage_on_help():
@@ -34,43 +36,59 @@ def test_standalone_and_eval_dry_runs(device, tmp_path):
     ckpt.write_bytes(b"x")
     words = dry(f"run_standalone_train_{device}.sh", str(ckpt), "--device_id", "3", "--epochs=2")
     target = {"gpu": "GPU", "ascend": "Ascend"}[device]
-    assert words[:4] == ["cd", REPO, "&&", "python3"] and words[4:] == [
-        "train.py", "--device_target", target, f"--pre_trained_model_path={ckpt}",
-        "--device_id=3", "--epochs=2"]
+    assert words == ["python3", f"{REPO}/train.py", "--device_target", target,
+                     f"--pre_trained_model_path={ckpt}", "--device_id=3", "--epochs=2"]
     words = dry(f"run_eval_{device}.sh", str(ckpt), "--manifests=a.csv")
-    assert words[4:] == ["eval.py", "--device_target", target, f"--checkpoint={ckpt}",
-                         "--device_id=0", "--manifests=a.csv"]
+    assert words == ["python3", f"{REPO}/eval.py", "--device_target", target,
+                     f"--checkpoint={ckpt}", "--device_id=0", "--manifests=a.csv"]
 
 
 def test_distributed_dry_runs(tmp_path):
     words = dry("run_distribute_train_gpu.sh", "4", "--first_device", "2", "--master_port",
                 "29555", "--batch_size=16")
-    assert words[3:5] == ["env", "CUDA_VISIBLE_DEVICES=2,3,4,5"]
-    assert words[5:11] == ["msrun", "--worker_num=4", "--local_worker_num=4",
-                           "--master_addr=127.0.0.1", "--master_port=29555",
-                           f"--log_dir={REPO}/outputs/logs/run_distribute_train_gpu_workers"]
-    assert words[12:] == ["train.py", "--device_target", "GPU", "--distribute=true",
-                          "--batch_size=16"]
+    assert words[:2] == ["env", "CUDA_VISIBLE_DEVICES=2,3,4,5"]
+    assert words[2:9] == ["python3", f"{REPO}/scripts/msrun_node.py", "--worker_num=4",
+                          "--local_worker_num=4", "--master_addr=127.0.0.1", "--master_port=29555",
+                          f"--log_dir={REPO}/outputs/logs/run_distribute_train_gpu_workers"]
+    assert words[10:] == [f"{REPO}/train.py", "--device_target", "GPU", "--distribute=true",
+                         "--batch_size=16"]
     words = dry("run_distribute_train_gpu.sh", "2", "--mpirun")
-    assert words[5:8] == ["mpirun", "-n", "2"] and "--distribute=true" in words
+    assert words[2:5] == ["mpirun", "-n", "2"] and "--distribute=true" in words
     table = tmp_path / "rank table.json"
     table.write_text("{}")
     words = dry("run_distribute_train_ascend.sh", "8", "--rank_table", str(table))
-    assert words[4] == "ASCEND_RT_VISIBLE_DEVICES=0,1,2,3,4,5,6,7"
+    assert words[1] == "ASCEND_RT_VISIBLE_DEVICES=0,1,2,3,4,5,6,7"
     assert f"--rank_table_file={table}" in words
     env = dict(os.environ, RANK_TABLE_FILE=str(table))
     assert f"--rank_table_file={table}" in dry("run_distribute_train_ascend.sh", "2", env=env)
 
 
-def test_relative_paths_are_made_absolute_from_any_directory(tmp_path):
+def test_multi_node_dry_run_names_the_node():
+    words = dry("run_distribute_train_gpu.sh", "4", "--num_nodes", "2", "--node_rank", "1",
+                "--master_addr", "10.0.0.1", "--master_port", "29555")
+    assert words[2:10] == ["python3", f"{REPO}/scripts/msrun_node.py", "--worker_num=8",
+                           "--local_worker_num=4", "--master_addr=10.0.0.1", "--master_port=29555",
+                           f"--log_dir={REPO}/outputs/logs/run_distribute_train_gpu_workers_node1",
+                           "--join=True"]
+    assert words[10] == "--node_rank=1"
+    proc = script("run_distribute_train_cpu.sh", "1", "--num_nodes", "2", "--node_rank", "0")
+    assert proc.returncode == 2 and "--num_nodes needs --master_port" in proc.stderr
+
+
+def test_scripts_run_python_in_the_callers_directory(tmp_path):
     (tmp_path / "c.ckpt").write_bytes(b"x")
-    words = dry("run_eval_cpu.sh", "c.ckpt", cwd=tmp_path)
-    assert f"--checkpoint={tmp_path}/c.ckpt" in words and words[1] == REPO
+    words = dry("run_eval_cpu.sh", "c.ckpt", "--manifests=m.csv", cwd=tmp_path)
+    # the positional checkpoint and every --key=value path mean what they mean in the caller's
+    # directory: python runs there (no cd), the entry point is named by its full path
+    assert words[:2] == ["python3", f"{REPO}/eval.py"]
+    assert f"--checkpoint={tmp_path}/c.ckpt" in words and "--manifests=m.csv" in words
 
 
 def test_bad_arguments():
-    assert "needs a value" in script("run_eval_gpu.sh", "x.ckpt").stderr + \
-        script("run_standalone_train_gpu.sh", "--device_id").stderr
+    proc = script("run_eval_gpu.sh", "x.ckpt")
+    assert proc.returncode == 2 and "checkpoint not found" in proc.stderr
+    proc = script("run_standalone_train_gpu.sh", "--device_id")
+    assert proc.returncode == 2 and "--device_id needs a value" in proc.stderr
     proc = script("run_distribute_train_cpu.sh", "0")
     assert proc.returncode == 2 and "NUM_DEVICES" in proc.stderr
     proc = script("run_standalone_train_ascend.sh", "stray")
@@ -79,11 +97,41 @@ def test_bad_arguments():
     assert proc.returncode == 2 and "--mpirun is for GPU" in proc.stderr
 
 
-def test_background_mode_prints_pid_and_log(tmp_path):
-    env = dict(os.environ, LOG_DIR=str(tmp_path), PYTHON="true")  # a no-op "python"
+def test_background_prints_the_pid_that_stops_the_run(tmp_path):
+    fake = tmp_path / "fake_python"  # stands for python: records its PID, then works for a while
+    fake.write_text(f"#!/bin/sh\necho $$ > {tmp_path}/pid\nexec sleep 300\n")
+    fake.chmod(0o755)
+    env = dict(os.environ, LOG_DIR=str(tmp_path), PYTHON=str(fake))
     proc = script("run_standalone_train_gpu.sh", "--background", env=env)
-    assert proc.returncode == 0
-    assert "PID" in proc.stdout and f"log: {tmp_path}/run_standalone_train_gpu.log" in proc.stdout
+    assert proc.returncode == 0, proc.stderr
+    assert f"log: {tmp_path}/run_standalone_train_gpu.log" in proc.stdout
+    pid = int(re.search(r"PID (\d+)", proc.stdout).group(1))
+    deadline = time.time() + 10
+    while not (tmp_path / "pid").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert int((tmp_path / "pid").read_text()) == pid  # the job itself, not a launcher shell
+    os.kill(pid, signal.SIGTERM)
+    while time.time() < deadline:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        if not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split()[2]:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"PID {pid} still running after kill")
+
+
+def test_python_version_is_checked_in_one_line(tmp_path):
+    fake = tmp_path / "python3.9"  # answers like a Python 3.9 would to the check
+    fake.write_text("#!/bin/sh\ncase \"$2\" in *platform*) echo 3.9.18 ;; *) exit 1 ;; esac\n")
+    fake.chmod(0o755)
+    proc = subprocess.run(["bash", f"{REPO}/scripts/install.sh"], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHON=str(fake)), timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("error: Python 3.9.18 is not supported: MindSpore 2.10 needs "
+                                   "Python 3.10, 3.11 or 3.12 (set PYTHON=/path/to/python3.11)")
 
 
 def test_foreground_returns_the_python_exit_status(tmp_path):

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from src.decoder import ErrorRate, char_errors, greedy_decode, word_errors
+from src.decoder import greedy_decode
+from src.metrics import ErrorRate, char_errors, word_errors
 from src.text import TextEncoder, TextError, load_labels
 
 LABELS = load_labels("labels.json")
@@ -53,3 +54,10 @@ def test_word_and_char_errors_hand_computed():
     assert rates.wer == pytest.approx(100 * 3 / 7)  # corpus level: (2 + 1) / (3 + 4)
     assert char_errors("THE CAT SAT", "THE BAT SAT DOWN") == (6, 11)  # C->B, + " DOWN"
     assert rates.cer == pytest.approx(100 * (6 + 2) / (11 + 7))  # "A B C D" -> "A C D": 2
+
+
+def test_typographic_apostrophes_count_as_the_apostrophe():
+    enc = TextEncoder(LABELS, unknown_chars="drop")
+    for text in ("DON\u2019T", "don\u2018t", "DON\u02bcT", "DON\u2032T"):
+        assert enc.decode(enc.encode(text)) == "DON'T", text
+    assert not enc.dropped

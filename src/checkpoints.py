@@ -1,0 +1,156 @@
+"""Checkpoints: reading with clear errors, strict loading, atomic saving, rotation, resume."""
+import glob
+import os
+import re
+
+import mindspore as ms
+
+from src.deepspeech2 import build_network, infer_model_size
+from src.errors import UserError
+
+CKPT_PREFIX = "DeepSpeech"
+# Non-network entries a training checkpoint may hold (optimizer state, bookkeeping).
+OPTIMIZER_PREFIXES = ("moment1.", "moment2.", "global_step", "learning_rate", "beta1_power",
+                      "beta2_power", "epoch_num", "step_num", "scale_sense", "current_iterator_step",
+                      "last_overflow_iterator_step")
+
+
+class CheckpointError(UserError):
+    """A checkpoint that is missing, unreadable or of another architecture."""
+
+
+def read_checkpoint(path):
+    """Parameter dict of a checkpoint file, with clear errors."""
+    if not path:
+        raise CheckpointError("no checkpoint given")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return ms.load_checkpoint(path)
+    except (ValueError, RuntimeError, OSError) as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from None
+
+
+def network_params(param_dict):
+    """The network's own entries of a checkpoint (optimizer state removed)."""
+    return {k: v for k, v in param_dict.items() if not k.startswith(OPTIMIZER_PREFIXES)}
+
+
+def load_weights(network, param_dict, source="checkpoint"):
+    """Load strictly: every network parameter present with its shape, nothing unexpected."""
+    params = network_params(param_dict)
+    expected = {p.name: tuple(p.shape) for p in network.get_parameters()}
+    missing = sorted(set(expected) - set(params))
+    unexpected = sorted(set(params) - set(expected))
+    wrong = [f"{k} {tuple(params[k].shape)} (network: {expected[k]})"
+             for k in sorted(set(expected) & set(params)) if tuple(params[k].shape) != expected[k]]
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)}: {', '.join(missing[:5])}")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)}: {', '.join(unexpected[:5])}")
+    if wrong:
+        problems.append(f"shape mismatch {len(wrong)}: {'; '.join(wrong[:5])}")
+    if problems:
+        raise CheckpointError(f"{source} does not fit this network: {' | '.join(problems)}")
+    ms.load_param_into_net(network, params, strict_load=True)
+
+
+def network_from_checkpoint(cfg, path, log=print):
+    """Network sized as the checkpoint says (hidden, layers, direction), its weights loaded."""
+    param_dict = read_checkpoint(path)
+    try:
+        hidden, layers, bidirectional = infer_model_size(network_params(param_dict))
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    if (hidden, layers, bidirectional) != (cfg.model.hidden_size, cfg.model.num_layers,
+                                           cfg.model.bidirectional):
+        log(f"checkpoint {path} holds hidden_size={hidden}, num_layers={layers}, "
+            f"bidirectional={bidirectional}; using that instead of the config's")
+    network = build_network(cfg, hidden, layers, bidirectional)
+    load_weights(network, param_dict, source=path)
+    return network
+
+
+def checkpoint_name(epoch, step_in_epoch, weights_only=False):
+    """The zoo's names: DeepSpeech-<epoch>_<step in epoch>.ckpt (+ _weights for weights only)."""
+    return f"{CKPT_PREFIX}-{epoch}_{step_in_epoch}{'_weights' if weights_only else ''}.ckpt"
+
+
+def _atomic_save(save, path):
+    """save(tmp) then fsync and rename: a kill leaves either the old file set or the new one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    # ends in .ckpt: MindSpore would append it otherwise
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}.ckpt")
+    save(tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def list_checkpoints(ckpt_dir):
+    """Full (resumable) checkpoints in ckpt_dir as [(global order key, path)], oldest first."""
+    found = []
+    for path in glob.glob(os.path.join(ckpt_dir, f"{CKPT_PREFIX}-*_*.ckpt")):
+        match = re.search(rf"{CKPT_PREFIX}-(\d+)_(\d+)\.ckpt$", path)
+        if match:
+            found.append(((int(match.group(1)), int(match.group(2))), path))
+    return sorted(found)
+
+
+def save_checkpoint(train_step, network, ckpt_dir, epoch, step_in_epoch, global_step, keep_max,
+                    weights_copy):
+    """Write a full checkpoint (weights, Adam moments, position) and optionally a weights-only
+    copy, atomically; keep the newest `keep_max` of each kind. Returns the full checkpoint path."""
+    os.makedirs(ckpt_dir, exist_ok=True)
+    path = os.path.join(ckpt_dir, checkpoint_name(epoch, step_in_epoch))
+    position = {"epoch_num": epoch, "step_num": global_step}
+    _atomic_save(lambda tmp: ms.save_checkpoint(train_step, tmp, append_dict=position), path)
+    if weights_copy:
+        weights = os.path.join(ckpt_dir, checkpoint_name(epoch, step_in_epoch, True))
+        _atomic_save(lambda tmp: ms.save_checkpoint(network, tmp), weights)
+    if keep_max > 0:
+        for _, old in list_checkpoints(ckpt_dir)[:-keep_max]:
+            for stale in (old, old[:-len(".ckpt")] + "_weights.ckpt"):
+                if os.path.exists(stale):
+                    os.chmod(stale, 0o600)  # MindSpore writes checkpoints read-only
+                    os.remove(stale)
+    return path
+
+
+def find_resume_checkpoint(resume, ckpt_dir, log):
+    """The checkpoint to resume from: `resume` itself (a file), or the newest readable full
+    checkpoint in `resume` (a folder) or, for "auto", in ckpt_dir. None when there is none."""
+    if os.path.isfile(resume):
+        return resume
+    folder = ckpt_dir if resume == "auto" else resume
+    if resume != "auto" and not os.path.isdir(folder):
+        raise CheckpointError(f"--resume: no checkpoint file or folder {resume}")
+    for _, path in reversed(list_checkpoints(folder)):
+        try:
+            ms.load_checkpoint(path)
+            return path
+        except (ValueError, RuntimeError) as err:
+            log(f"skipping unreadable checkpoint {path}: {err}")
+    return None
+
+
+def restore(train_step, path):
+    """Load a full checkpoint into the train step; returns the global step it was written at."""
+    params = read_checkpoint(path)
+    if "step_num" not in params:
+        raise CheckpointError(f"{path} has no training position (a weights-only checkpoint?): "
+                              "use it with --pre_trained_model_path instead of --resume")
+    step = int(params.pop("step_num").asnumpy())
+    params.pop("epoch_num", None)
+    params.pop("learning_rate", None)  # the schedule comes from the config
+    missing, _ = ms.load_param_into_net(train_step, params)
+    missing = [m for m in missing if m != "learning_rate"]
+    if missing:
+        raise CheckpointError(f"{path} does not fit this run: missing {', '.join(missing[:5])}")
+    return step

@@ -1,0 +1,51 @@
+"""The one inference path: batched, padded recognition equals each file run alone; failures are
+per file; the caller's network keeps its train/eval mode."""
+import numpy as np
+
+from test_end_to_end import head
+
+
+def test_batched_recognition_equals_each_file_alone_and_skips_bad_files(ms_context, sample_data,
+                                                                        tmp_path):
+    ms = ms_context
+    from src.config import load_config
+    from src.deepspeech2 import InferenceNet, build_network
+    from src.decoder import greedy_decode
+    from src.evaluate import evaluate_manifest
+    from src.features import featurize
+    from src.inference import recognize
+    from src.manifest import read_manifest
+    from src.text import make_encoder
+
+    manifest = head(sample_data / "libri_test_clean_manifest.csv", tmp_path / "t.csv", 7)
+    cfg = load_config(["--hidden_size=16", "--num_layers=1", "--batch_size=3",
+                       "--num_buckets=2"])
+    ms.set_seed(5)
+    net = InferenceNet(build_network(cfg))
+    encoder = make_encoder(cfg)
+    paths = [e.audio for e in read_manifest(manifest)]
+    (tmp_path / "bad.wav").write_bytes(b"RIFF not really")
+    paths.insert(2, str(tmp_path / "bad.wav"))
+    frames = [featurize(p, cfg.features).shape[1] if "bad" not in p else 100 for p in paths]
+
+    net.set_train(True)
+    moving = {p.name: p.asnumpy().copy() for p in net.get_parameters() if "moving" in p.name}
+    got = {i: (text, err) for i, text, err in recognize(net, paths, frames, cfg, encoder.labels)}
+    assert net.training  # restored
+    assert all(np.array_equal(moving[p.name], p.asnumpy()) for p in net.get_parameters()
+               if "moving" in p.name)
+    assert sorted(got) == list(range(len(paths)))
+    assert got[2][0] is None and "cannot read audio" in got[2][1] and "bad.wav" in got[2][1]
+
+    net.set_train(False)
+    for i, path in enumerate(paths):
+        if i == 2:
+            continue
+        spec = featurize(path, cfg.features)[None, None]  # (1, 1, F, T) at its own length
+        probs, lengths = net(ms.Tensor(spec), ms.Tensor(np.array([spec.shape[-1]], np.int32)))
+        alone = greedy_decode(probs.asnumpy(), lengths.asnumpy(), encoder.labels)[0]
+        assert got[i] == (alone, None), path
+
+    net.set_train(True)
+    rates, pairs, report = evaluate_manifest(net, manifest, cfg, encoder)
+    assert net.training and rates.utterances == 7 and not report
