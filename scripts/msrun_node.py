@@ -6,17 +6,23 @@ msrun in MindSpore 2.10 starts the cluster's scheduler on every node whose own a
 --master_addr. On several nodes of one host (a test, or containers sharing the host network)
 every node would then try to bind the scheduler's port and all but one fail. Here the node with
 --node_rank=0 (or no node rank: a single node) is the master, as the scripts document; the
-others never start a scheduler. Everything else is msrun's own code and arguments.
+others never start a scheduler.
+
+msrun also starts every worker (and the scheduler) with a bare `python SCRIPT`, whatever
+interpreter it runs in: where only python3 exists, or `python` is another environment, the
+workers fail. Here they run this interpreter (sys.executable). Everything else is msrun's own
+code and arguments.
 """
 import sys
 
 
 def main(argv):
     from mindspore.parallel.cluster import run
-    from mindspore.parallel.cluster.process_entity import _api
+    from mindspore.parallel.cluster.process_entity import _api, _utils
     ranks = [a.split("=", 1)[1] for a in argv if a.startswith("--node_rank=")]
     if ranks and int(ranks[0]) > 0:
         _api._is_local_ip = lambda _address: False  # not the master, whatever its address
+    _utils._generate_cmd_args_list = lambda cmd, cmd_args: [sys.executable, cmd, *cmd_args]
     sys.argv = ["msrun", *argv]
     run.main()
 

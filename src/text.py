@@ -7,6 +7,7 @@ counts every removal in a Counter that the caller reports.
 Normalisation (normalize_transcript): the typographic apostrophes ’ ‘ ʼ and the prime ′ become ',
 letters are upper-cased, runs of white space become one space, ends are trimmed.
 """
+import functools
 import json
 import re
 from collections import Counter
@@ -21,8 +22,10 @@ class TextError(UserError):
     """A transcript that cannot be encoded; the message names the file and the character."""
 
 
+@functools.lru_cache(maxsize=None)
 def load_labels(path):
-    """The label list; the CTC blank must be last (MindSpore's convention)."""
+    """The labels as a tuple, read once per process; the CTC blank must be last (MindSpore's
+    convention)."""
     try:
         with open(path, encoding="utf-8") as f:
             labels = json.load(f)
@@ -30,7 +33,7 @@ def load_labels(path):
         raise TextError(f"cannot read labels {path}: {err}") from None
     if not isinstance(labels, list) or not labels or labels[-1] != BLANK:
         raise TextError(f"{path}: labels must be a JSON list ending with the blank '{BLANK}'")
-    return labels
+    return tuple(labels)
 
 
 def normalize_transcript(text):

@@ -7,7 +7,7 @@ import tarfile
 
 import numpy as np
 import soundfile as sf
-from conftest import prep_command, run
+from conftest import REPO, prep_command, run
 
 SR = 16000
 
@@ -207,7 +207,6 @@ def test_killed_run_resumes_to_identical_outputs(tmp_path):
     import subprocess
     import time
 
-    from conftest import REPO
     src = tmp_path / "src"
     src.mkdir()
     make_archive(src / "train-clean-100.tar.gz", "train-clean-100",
@@ -280,3 +279,17 @@ def test_full_disk_stops_with_one_line_and_keeps_finished_files_valid(tmp_path):
     for p in (ref / "train" / "wav").iterdir():
         assert (out / "train" / "wav" / p.name).read_bytes() == p.read_bytes()
     assert len(list((out / "train" / "wav").iterdir())) == 10
+
+
+def test_target_folder_with_a_comma_gives_manifests_the_loader_reads(tmp_path):
+    out = tmp_path / "x,y" / 's "q"'
+    run(prep_command(os.path.join(REPO, "data_prep", "sample"), out, "--train_subsets",
+                     "sample-dev", "--val_subsets", "--test_clean_subsets", "--test_other_subsets"))
+    sys.path.insert(0, REPO)
+    from src.config import load_config
+    from src.dataset import load_utterances
+    from src.text import make_encoder
+    cfg = load_config([])
+    utts, report = load_utterances(str(out / "libri_train_manifest.csv"), cfg, make_encoder(cfg))
+    assert len(utts) == 24 and not report
+    assert all(u.audio.startswith(str(out)) and os.path.isfile(u.audio) for u in utts)

@@ -35,7 +35,14 @@ def single_node(ms_context, sample_data, tmp_path_factory):
                  "--eps=1e-3"]
     ms.save_checkpoint(build_network(load_config(overrides)), str(tmp_path / "init.ckpt"))
     ckpt_dir, log_dir = tmp_path / "ckpt", tmp_path / "log"
-    env = dict(os.environ, LOG_DIR=str(tmp_path / "launcher_logs"))
+    # msrun starts workers with a bare `python`: here that name is a broken interpreter, so the
+    # run passes only if the workers use the launcher's own Python
+    wrong = tmp_path / "bin"
+    wrong.mkdir()
+    (wrong / "python").write_text("#!/bin/sh\necho 'not this python' >&2\nexit 3\n")
+    (wrong / "python").chmod(0o755)
+    env = dict(os.environ, LOG_DIR=str(tmp_path / "launcher_logs"),
+               PATH=f"{wrong}:{os.environ['PATH']}")
     proc = run(["bash", "scripts/run_distribute_train_cpu.sh", "2", str(tmp_path / "init.ckpt"),
                 *overrides, f"--checkpoint_dir={ckpt_dir}", f"--log_dir={log_dir}"], env=env,
                timeout=600)
