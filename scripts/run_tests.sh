@@ -6,5 +6,5 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 case "${1:-}" in -h|--help) sed -n '2,3p' "${BASH_SOURCE[0]}" | sed 's/^# //' >&2; exit 2 ;; esac
 bash "$ROOT/scripts/install.sh"
 cd "$ROOT"
-"$PYTHON" -m ruff check .
+"$PYTHON" -m ruff check --no-cache .
 "$PYTHON" -m pytest -q tests "$@"

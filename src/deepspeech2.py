@@ -89,7 +89,7 @@ class MaskedLSTM(nn.LSTM):
             out_b, _ = self.rnn(x_rev, state, None, self.w_ih_list[1], self.w_hh_list[1],
                                 self.b_ih_list[1], self.b_hh_list[1])
             out = out + self.reverse_sequence(out_b, lengths)  # directions summed, (T, B, H)
-        return out
+        return out.astype(x.dtype)
 
 
 class StackedRNN(nn.Cell):

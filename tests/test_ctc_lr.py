@@ -1,9 +1,9 @@
 """CTC loss against a numpy forward algorithm; the lr schedule and the optimizer's use of it."""
 import numpy as np
 import pytest
-from conftest import tiny_batch, tiny_step
 from scipy.special import logsumexp
 
+from conftest import tiny_batch, tiny_step
 from src.lr_generator import get_lr
 
 

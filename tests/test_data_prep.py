@@ -7,6 +7,7 @@ import tarfile
 
 import numpy as np
 import soundfile as sf
+
 from conftest import REPO, prep_command, run
 
 SR = 16000

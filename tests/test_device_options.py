@@ -1,5 +1,6 @@
 """Device switches (train.jit_level, train.amp_level) build and run as far as CPU allows."""
 import pytest
+
 from conftest import tiny_batch, tiny_step
 
 

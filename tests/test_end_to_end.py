@@ -5,6 +5,7 @@ import os
 import sys
 
 import numpy as np
+
 from conftest import REPO, run
 
 

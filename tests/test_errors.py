@@ -2,7 +2,6 @@
 or, where the rest of the work can go on, a counted skip that names the file."""
 import io
 import json
-import os
 import sys
 
 import numpy as np

@@ -9,8 +9,8 @@ def test_batched_recognition_equals_each_file_alone_and_skips_bad_files(ms_conte
                                                                         tmp_path):
     ms = ms_context
     from src.config import load_config
-    from src.deepspeech2 import InferenceNet, build_network
     from src.decoder import greedy_decode
+    from src.deepspeech2 import InferenceNet, build_network
     from src.evaluate import evaluate_manifest
     from src.features import featurize
     from src.inference import recognize

@@ -139,3 +139,31 @@ def test_forward_matches_numpy_reference_and_ignores_padding(ms_context, tmp_pat
         want = reference_log_probs(values, s, layers=2)
         assert want.shape[0] == out_lengths[b]
         np.testing.assert_allclose(log_probs[:out_lengths[b], b], want, atol=2e-4)
+
+
+def test_lstm_layers_return_the_input_dtype_under_a_float16_kernel(ms_context):
+    """On Ascend nn.LSTM's kernel returns float16; the layer must hand its input's dtype on to
+    the Dense, as nn.LSTM itself does. A float16-returning stand-in kernel shows it on CPU."""
+    ms = ms_context
+    from mindspore import nn
+
+    from src.deepspeech2 import MaskedLSTM
+
+    class Float16Kernel(nn.Cell):
+        def __init__(self, kernel):
+            super().__init__()
+            self.kernel = kernel
+
+        def construct(self, x, h, seq_length, w_ih, w_hh, b_ih, b_hh):
+            out, state = self.kernel(x, h, seq_length, w_ih, w_hh, b_ih, b_hh)
+            return out.astype(ms.float16), state
+
+    reference, lstm = MaskedLSTM(12, 16), MaskedLSTM(12, 16)
+    ms.load_param_into_net(lstm, {p.name: p for p in reference.get_parameters()})
+    lstm.rnn = Float16Kernel(lstm.rnn)  # before the first call compiles the graph
+    x = ms.Tensor(np.random.default_rng(0).standard_normal((30, 2, 12)).astype(np.float32))
+    lengths = ms.Tensor(np.array([30, 21], np.int32))
+    want, got = reference(x, lengths), lstm(x, lengths)  # (T, B, H)
+    assert want.dtype == got.dtype == ms.float32
+    assert not np.array_equal(got.asnumpy(), want.asnumpy())  # the float16 kernel did run
+    np.testing.assert_allclose(got.asnumpy(), want.asnumpy(), atol=2e-3)

@@ -7,6 +7,7 @@ import sys
 import time
 
 import numpy as np
+
 from conftest import REPO, run, tiny_batch, tiny_step
 from test_end_to_end import head
 
