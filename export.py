@@ -52,9 +52,13 @@ def verify(path, network, cfg):
 
 
 def export_file(net, cfg, fmt):
-    """ms.export into a temporary folder of safe name (MindSpore rejects some file names, e.g.
-    with spaces), then move the file to <file_name>.<ext>. Returns that path."""
+    """Export into a temporary folder of safe name (MindSpore rejects some file names, e.g. with
+    spaces), then move the file to <file_name>.<ext>. Returns that path.
+
+    ONNX goes through mindspore.onnx.export: MindSpore 2.10 deprecates ms.export for it.
+    """
     import mindspore as ms
+    import mindspore.onnx
     n_freq = int(round(cfg.features.sample_rate * cfg.features.window_size)) // 2 + 1
     frames = cfg.export.frames or None
     batch = 1 if frames else None
@@ -63,7 +67,10 @@ def export_file(net, cfg, fmt):
     path = f"{cfg.export.file_name}.{fmt.lower()}"
     tmp = tempfile.mkdtemp(prefix="ds2_export_")
     try:
-        ms.export(net, x, lengths, file_name=os.path.join(tmp, "net"), file_format=fmt)
+        if fmt == "ONNX":
+            mindspore.onnx.export(net, x, lengths, file_name=os.path.join(tmp, "net"))
+        else:
+            ms.export(net, x, lengths, file_name=os.path.join(tmp, "net"), file_format=fmt)
         shutil.move(os.path.join(tmp, f"net.{fmt.lower()}"), path)
     except (RuntimeError, TypeError, ValueError) as err:
         raise UserError(f"MindSpore cannot export {fmt} on {cfg.device_target}: "

@@ -5,7 +5,8 @@
 # Distributed training also takes NUM_DEVICES (devices on this machine) first, and
 # --first_device N, --master_addr A, --master_port P, --num_nodes N and --node_rank R (several
 # machines: run the same command on each, node_rank 0 being the master at --master_addr),
-# --rank_table FILE (Ascend; default $RANK_TABLE_FILE), --mpirun (GPU, one machine).
+# --rank_table FILE (Ascend; only when given: an exported RANK_TABLE_FILE is removed from the
+# workers' environment, as a stale table would break another run), --mpirun (GPU, one machine).
 # Everything else (--key=value) is passed to the python entry point unchanged; python runs in
 # the caller's directory, so relative paths mean what they mean there.
 set -euo pipefail
@@ -32,7 +33,7 @@ example() {
 
 NUM=1; CKPT=""; DEVICE_ID=0; FIRST=0; ADDR=127.0.0.1; PORT=""; CONFIG=""; BACKGROUND=0; DRY=0
 NODES=1; NODE_RANK=0
-MPIRUN=0; RANK_TABLE="${RANK_TABLE_FILE:-}"; PASS=()
+MPIRUN=0; RANK_TABLE=""; PASS=()
 if [ "$KIND" = distribute ]; then
   [ $# -ge 1 ] || usage
   case "$1" in -h|--help) usage ;; esac
@@ -108,6 +109,8 @@ else
   CMD=("${PY[@]}")
 fi
 CMD+=("${PASS[@]}")
+# HCCL reads RANK_TABLE_FILE from the environment: only the table given here may reach it.
+[ "$KIND" = distribute ] && [ -n "${RANK_TABLE_FILE:-}" ] && ENV=(-u RANK_TABLE_FILE "${ENV[@]}")
 [ ${#ENV[@]} -gt 0 ] && CMD=(env "${ENV[@]}" "${CMD[@]}")
 
 if [ "$DRY" = 1 ]; then

@@ -140,8 +140,16 @@ def find_resume_checkpoint(resume, ckpt_dir, log):
     return None
 
 
-def restore(train_step, path):
-    """Load a full checkpoint into the train step; returns the global step it was written at."""
+# The dynamic loss scale's state (GPU/Ascend train step); a CPU-written checkpoint has none.
+LOSS_SCALE_STATE = ("scale_sense", "current_iterator_step", "last_overflow_iterator_step")
+
+
+def restore(train_step, path, log=print):
+    """Load a full checkpoint into the train step; returns the global step it was written at.
+
+    A checkpoint without loss-scale state (written by the CPU step) resumes into the scaled
+    GPU/Ascend step with that state started fresh, which `log` says.
+    """
     params = read_checkpoint(path)
     if "step_num" not in params:
         raise CheckpointError(f"{path} has no training position (a weights-only checkpoint?): "
@@ -151,6 +159,11 @@ def restore(train_step, path):
     params.pop("learning_rate", None)  # the schedule comes from the config
     missing, _ = ms.load_param_into_net(train_step, params)
     missing = [m for m in missing if m != "learning_rate"]
+    fresh = [m for m in missing if m in LOSS_SCALE_STATE]
+    if fresh:
+        log(f"{path} holds no loss-scale state (written by the unscaled CPU step): the dynamic "
+            f"loss scale starts fresh ({', '.join(fresh)})")
+        missing = [m for m in missing if m not in LOSS_SCALE_STATE]
     if missing:
         raise CheckpointError(f"{path} does not fit this run: missing {', '.join(missing[:5])}")
     return step

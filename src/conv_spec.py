@@ -15,11 +15,13 @@ CONV_SPEC = (
 )
 
 
-def conv_out_size(size, axis, spec=CONV_SPEC):
-    """Size along `axis` (0 = frequency, 1 = time) after the conv front-end.
+def conv_out_size(size, axis, spec):
+    """Size along `axis` (0 = frequency, 1 = time) after the conv layers `spec`.
 
     Works unchanged on Python ints, numpy integer arrays and MindSpore int tensors (only + and //),
-    so the dataset (numpy) and the graph (Tensor) use the very same formula.
+    so the dataset (numpy) and the graph (Tensor) use the very same formula. `spec` has no
+    default: AMP O1 rewrites the network's source (mindspore.rewrite) and copies the functions
+    its construct calls, but not module constants such as CONV_SPEC.
     """
     for layer in spec:
         size = (size + 2 * layer.padding[axis] - layer.kernel[axis]) // layer.stride[axis] + 1

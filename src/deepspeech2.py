@@ -12,7 +12,7 @@ reversed within its own length.
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.conv_spec import CONV_SPEC, conv_out_size, output_lengths
+from src.conv_spec import CONV_SPEC, conv_out_size
 from src.env import uses_fast_conv
 from src.text import load_labels
 
@@ -131,12 +131,12 @@ class DeepSpeechModel(nn.Cell):
                  n_freq=161, fast_conv=False):
         super().__init__()
         self.conv = ConvFrontEnd(fast_conv=fast_conv)
-        rnn_input = CONV_SPEC[-1].out_channels * conv_out_size(n_freq, 0)
+        rnn_input = CONV_SPEC[-1].out_channels * conv_out_size(n_freq, 0, CONV_SPEC)
         self.RNN = StackedRNN(rnn_input, hidden_size, num_layers, bidirectional)
         self.fc = SequenceWise(nn.Dense(hidden_size, n_class, has_bias=False))
 
     def construct(self, x, lengths):
-        out_lengths = output_lengths(lengths)
+        out_lengths = conv_out_size(lengths, 1, self.conv.spec)  # = output_lengths(lengths)
         x = self.conv(x, lengths)  # (B, C, F', T')
         b, c, f, t = x.shape
         x = x.view(b, c * f, t).transpose(2, 0, 1)  # (T', B, C*F')

@@ -150,7 +150,7 @@ def resume_position(cfg, train_step, spe, logger):
         logger.info("resume: no checkpoint in %s yet, starting from scratch",
                     cfg.train.checkpoint_dir)
         return 0
-    start = restore(train_step, path)
+    start = restore(train_step, path, logger.info)
     logger.info("resumed from %s at step %d (epoch %d, step %d of it)", path, start,
                 start // spe + 1, start % spe)
     return start

@@ -34,3 +34,24 @@ def test_amp_o2_casts_the_network_and_keeps_the_loss_float32(ms_context):
     assert any(name.endswith("conv.bn1") for name in wrapped)
     assert "conv.conv1.weight" in [p.name for p in step.network.trainable_params()]
     assert abs(float(loss.asnumpy()) - want) < 2e-2 * abs(want)
+
+
+def test_amp_o3_casts_everything_and_keeps_the_loss_float32(ms_context):
+    """--amp_level=O3 (all cells in float16, output cast back) built and run on CPU through the
+    GPU code path, like O2 above."""
+    want = float(_first_step(ms_context, [], fast_conv=False)[0].asnumpy())
+    loss, finite, step = _first_step(ms_context, ["--amp_level=O3"], fast_conv=False, device="GPU")
+    assert loss.dtype == ms_context.float32 and finite
+    kinds = {type(cell).__name__ for _, cell in step.network.cells_and_names()}
+    assert "_OutputTo32" in kinds and "_OutputTo16" not in kinds  # nothing kept in float32
+    assert "conv.conv1.weight" in [p.name for p in step.network.trainable_params()]
+    assert loss.asnumpy() != want and abs(float(loss.asnumpy()) - want) < 2e-2 * abs(want)
+
+
+def test_amp_o1_is_refused_with_the_reason():
+    """O1 goes through mindspore.rewrite, which cannot rewrite MindSpore's LSTM kernel class;
+    the refusal comes before any work, on every device."""
+    from src.config import ConfigError, load_config
+    for device in ("GPU", "Ascend"):
+        with pytest.raises(ConfigError, match="amp_level=O1 does not build.*_DynamicRNNBase"):
+            load_config([f"--device_target={device}", "--amp_level=O1"])

@@ -129,3 +129,27 @@ def test_non_finite_step_is_skipped_and_repeated_ones_stop_the_run(ms_context):
     with pytest.raises(TrainingDiverged, match="3 consecutive steps.*learning rate"):
         guard.update(False, 5, list)
     assert guard.total == 4
+
+
+def test_a_cpu_checkpoint_resumes_into_the_loss_scaled_step_with_fresh_scale_state(ms_context,
+                                                                                 tmp_path):
+    ms = ms_context
+    from src.checkpoints import restore, save_checkpoint
+    from src.deepspeech2 import CTCLossCell
+    from src.train_step import ScaledTrainStep, build_optimizer
+
+    cfg, net, step = tiny_step()
+    step(*tiny_batch(ms))
+    path = save_checkpoint(step, net, str(tmp_path), 1, 1, 1, 0, False)
+    _, net2, _ = tiny_step()
+    scaled = ScaledTrainStep(CTCLossCell(net2, 28), build_optimizer(net2, cfg, [1e-3, 1e-3]))
+    scale_before = float(scaled.scale_sense.asnumpy())
+    said = []
+    assert restore(scaled, path, said.append) == 1
+    assert len(said) == 1 and "loss scale starts fresh (scale_sense" in said[0]
+    assert float(scaled.scale_sense.asnumpy()) == scale_before == 2.0 ** 16
+    saved = ms.load_checkpoint(path)
+    for p in net2.trainable_params():
+        np.testing.assert_array_equal(p.asnumpy(), saved[p.name].asnumpy(), err_msg=p.name)
+    moments = [p for p in scaled.get_parameters() if p.name.startswith("moment1.")]
+    assert moments and all(np.array_equal(p.asnumpy(), saved[p.name].asnumpy()) for p in moments)

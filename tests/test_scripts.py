@@ -60,8 +60,13 @@ def test_distributed_dry_runs(tmp_path):
     words = dry("run_distribute_train_ascend.sh", "8", "--rank_table", str(table))
     assert words[1] == "ASCEND_RT_VISIBLE_DEVICES=0,1,2,3,4,5,6,7"
     assert f"--rank_table_file={table}" in words
+    # an exported RANK_TABLE_FILE (say a stale 8-card table) is kept from a run not given one
     env = dict(os.environ, RANK_TABLE_FILE=str(table))
-    assert f"--rank_table_file={table}" in dry("run_distribute_train_ascend.sh", "2", env=env)
+    words = dry("run_distribute_train_ascend.sh", "2", env=env)
+    assert words[:3] == ["env", "-u", "RANK_TABLE_FILE"]
+    assert not any(w.startswith("--rank_table_file") for w in words)
+    words = dry("run_distribute_train_ascend.sh", "2", "--rank_table", str(table), env=env)
+    assert f"--rank_table_file={table}" in words
 
 
 def test_multi_node_dry_run_names_the_node():
