@@ -6,8 +6,10 @@ usage: python export.py --checkpoint CKPT [--file_name OUT] [--file_format MINDI
 The exported graph takes x (B, 1, 161, T) float32 and lengths (B,) int32 with dynamic B and T
 (with --export.frames=N: B = 1, T = N, as ONNX/AIR need), and returns log-probabilities
 (T', B, 29) and output lengths (B,). OUT gets the format's extension (.mindir, ...); any file
-name works, spaces included. --verify reloads the file, runs it on a real utterance and
-compares it with the checkpoint network.
+name works, spaces included. --verify reloads the file (MINDIR: mindspore.load; ONNX:
+onnxruntime), runs it on a real utterance and compares it with the checkpoint network. An ONNX
+file is always loaded once by onnxruntime when that is installed: a file it refuses is removed
+and reported, never left behind as a success.
 """
 import os
 import shutil
@@ -30,11 +32,36 @@ def first_audio(manifests):
     raise UserError("no audio to verify with: set --export.verify_audio")
 
 
-def verify(path, network, cfg):
-    """Run the exported file and the network on one utterance; return (audio, max difference)."""
+def onnx_session(path):
+    """An onnxruntime session of `path`; UserError when onnxruntime is missing or refuses it."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UserError("running an ONNX file needs onnxruntime: pip install onnxruntime") from None
+    try:
+        return onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types for invalid models
+        raise UserError(f"onnxruntime cannot load {path}: {' '.join(str(err).split())[:300]}") \
+            from None
+
+
+def run_exported(path, fmt, x, lengths):
+    """Log-probabilities (T', B, C) and lengths (B,) of the exported file on one batch."""
+    if fmt == "ONNX":
+        session = onnx_session(path)
+        names = [i.name for i in session.get_inputs()]  # (x, lengths), in the graph's order
+        probs, out_lengths = session.run(None, dict(zip(names, (x, lengths))))
+        return probs, out_lengths
     import mindspore as ms
-    import numpy as np
     from mindspore import nn
+
+    from src.inference import log_probs
+    return log_probs(nn.GraphCell(ms.load(path)), x, lengths)
+
+
+def verify(path, fmt, network, cfg):
+    """Run the exported file and the network on one utterance; return (audio, max difference)."""
+    import numpy as np
 
     from src.features import featurize
     from src.inference import eval_mode, log_probs, pad_batch
@@ -43,7 +70,7 @@ def verify(path, network, cfg):
     if cfg.export.frames:  # a fixed-length export: cut the utterance to its length, then pad
         spec = spec[:, :cfg.export.frames]
     x, lengths = pad_batch([spec], cfg.export.frames or spec.shape[1])  # (1, 1, F, T), (1,)
-    got, got_len = log_probs(nn.GraphCell(ms.load(path)), x, lengths)
+    got, got_len = run_exported(path, fmt, x, lengths)
     with eval_mode(network):
         want, want_len = log_probs(network, x, lengths)
     if got.shape != want.shape or not np.array_equal(got_len, want_len):
@@ -80,12 +107,27 @@ def export_file(net, cfg, fmt):
     return path
 
 
+def check_onnx_loads(path):
+    """Load the ONNX file once with onnxruntime (when installed); remove it if refused."""
+    try:
+        import onnxruntime  # noqa: F401  (only whether it is there)
+    except ImportError:
+        print(f"warning: onnxruntime is not installed, so {path} was not test-loaded "
+              "(pip install onnxruntime, then export again with --verify)", file=sys.stderr)
+        return
+    try:
+        onnx_session(path)
+    except UserError:
+        os.remove(path)
+        raise
+
+
 def run(cfg):
     fmt = cfg.export.file_format
     if fmt == "AIR" and cfg.device_target != "Ascend":
         raise UserError("AIR export needs device_target=Ascend (MindSpore supports it only there)")
-    if cfg.export.verify and fmt != "MINDIR":
-        raise UserError("--verify reloads the file with mindspore.load, which reads MINDIR only")
+    if cfg.export.verify and fmt == "AIR":
+        raise UserError("--verify runs MINDIR (mindspore.load) or ONNX (onnxruntime) files, not AIR")
     if fmt != "MINDIR" and not cfg.export.frames:
         raise UserError(f"{fmt} export needs a fixed input length: set --export.frames=N "
                         "(MINDIR takes any length)")
@@ -97,9 +139,11 @@ def run(cfg):
     net = InferenceNet(network_from_checkpoint(cfg, cfg.export.checkpoint))
     net.set_train(False)
     path = export_file(net, cfg, fmt)
+    if fmt == "ONNX":
+        check_onnx_loads(path)
     print(f"exported: {path} ({os.path.getsize(path) / 2**20:.1f} MiB)")
     if cfg.export.verify:
-        audio, diff = verify(path, net, cfg)
+        audio, diff = verify(path, fmt, net, cfg)
         status = "OK" if diff <= VERIFY_TOLERANCE else "FAILED"
         print(f"verify {status}: max |log-prob difference| = {diff:.2e} on {audio} "
               f"(tolerance {VERIFY_TOLERANCE:g})")

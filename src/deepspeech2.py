@@ -18,20 +18,31 @@ from src.text import load_labels
 
 
 class ConvFrontEnd(nn.Cell):
-    """conv1 -> bn1 -> tanh -> (mask) -> conv2 -> bn2 -> tanh, names as the zoo's MaskConv."""
+    """conv1 -> bn1 -> tanh -> (mask) -> conv2 -> bn2 -> tanh, names as the zoo's MaskConv.
 
-    def __init__(self, spec=CONV_SPEC, fast_conv=False):
+    explicit_pad (ONNX export): each conv's zero padding is a separate Pad op before an unpadded
+    conv, same weights and values. MindSpore 2.10's ONNX exporter copies a padded Conv2d's
+    (top, bottom, left, right) into ONNX's `pads`, whose order is (top, left, bottom, right),
+    which gives conv1 a wrong output shape in any ONNX runtime.
+    """
+
+    def __init__(self, spec=CONV_SPEC, fast_conv=False, explicit_pad=False):
         super().__init__()
         assert len(spec) == 2, "the zoo front-end has exactly two conv layers"
         in_ch = 1
-        convs, bns = [], []
+        convs, bns, pads = [], [], []
         for layer in spec:
-            pad = (layer.padding[0], layer.padding[0], layer.padding[1], layer.padding[1])
+            (pf, pt) = layer.padding
             convs.append(nn.Conv2d(in_ch, layer.out_channels, layer.kernel, layer.stride,
-                                   pad_mode="pad", padding=pad, has_bias=False))
+                                   pad_mode="valid" if explicit_pad else "pad",
+                                   padding=0 if explicit_pad else (pf, pf, pt, pt),
+                                   has_bias=False))
+            pads.append(ops.Pad(((0, 0), (0, 0), (pf, pf), (pt, pt))) if explicit_pad
+                        else nn.Identity())
             bns.append(nn.BatchNorm2d(layer.out_channels, momentum=0.9))
             in_ch = layer.out_channels
         self.conv1, self.conv2 = convs
+        self.pad1, self.pad2 = pads
         self.bn1, self.bn2 = bns
         self.spec = spec
         self.tanh = nn.Tanh()
@@ -49,7 +60,7 @@ class ConvFrontEnd(nn.Cell):
         if self.fast_conv:
             x = self.conv1_fast(x, self.conv1.weight)
         else:
-            x = self.conv1(x)
+            x = self.conv1(self.pad1(x))
         x = self.tanh(self.bn1(x))  # (B, C, F1, T1)
         # conv2 has time stride 1, so its input length is conv1's; zero the padded frames so that
         # conv2's time kernel sees exactly the zeros it would see for the utterance alone.
@@ -60,7 +71,7 @@ class ConvFrontEnd(nn.Cell):
         if self.fast_conv:
             x = self.conv2_fast(x, self.conv2.weight)
         else:
-            x = self.conv2(x)
+            x = self.conv2(self.pad2(x))
         return self.tanh(self.bn2(x))  # (B, C, F', T')
 
 
@@ -124,13 +135,14 @@ class DeepSpeechModel(nn.Cell):
 
     construct(x, lengths): x (B, 1, n_freq, T) float32 spectrogram, lengths (B,) int32 frames
     -> (logits (T', B, n_class), output lengths (B,) int32).
-    fast_conv (CPU only) computes both convs with src/fast_conv.py; same parameters and results.
+    fast_conv (CPU only) computes both convs with src/fast_conv.py; explicit_pad (ONNX export)
+    pads them with separate Pad ops (ConvFrontEnd); same parameters and results.
     """
 
     def __init__(self, n_class=29, hidden_size=1024, num_layers=5, bidirectional=True,
-                 n_freq=161, fast_conv=False):
+                 n_freq=161, fast_conv=False, explicit_pad=False):
         super().__init__()
-        self.conv = ConvFrontEnd(fast_conv=fast_conv)
+        self.conv = ConvFrontEnd(fast_conv=fast_conv, explicit_pad=explicit_pad)
         rnn_input = CONV_SPEC[-1].out_channels * conv_out_size(n_freq, 0, CONV_SPEC)
         self.RNN = StackedRNN(rnn_input, hidden_size, num_layers, bidirectional)
         self.fc = SequenceWise(nn.Dense(hidden_size, n_class, has_bias=False))
@@ -193,7 +205,8 @@ def build_network(cfg, hidden_size=None, num_layers=None, bidirectional=None, fa
     """DeepSpeechModel sized by the arguments, else by cfg.model.
 
     fast_conv defaults to src.env.uses_fast_conv(cfg): the CPU numpy convs for training and
-    evaluation, never on GPU/Ascend and never for export.
+    evaluation, never on GPU/Ascend and never for export. An ONNX export pads its convs with
+    separate Pad ops (see ConvFrontEnd).
     """
     labels = load_labels(cfg.labels_path)
     if fast_conv is None:
@@ -204,4 +217,5 @@ def build_network(cfg, hidden_size=None, num_layers=None, bidirectional=None, fa
         num_layers=cfg.model.num_layers if num_layers is None else num_layers,
         bidirectional=cfg.model.bidirectional if bidirectional is None else bidirectional,
         n_freq=int(round(cfg.features.sample_rate * cfg.features.window_size)) // 2 + 1,
-        fast_conv=fast_conv)
+        fast_conv=fast_conv,
+        explicit_pad=cfg.entry == "export" and cfg.export.file_format == "ONNX")

@@ -82,3 +82,36 @@ def test_train_eval_export_verify(sample_data, tmp_path):
                 "--eval.manifests=a/test.csv"], cwd=work)
     assert (work / "out dir" / "ds2 model.mindir").is_file()
     assert "verify OK" in proc.stdout
+
+
+def test_onnx_export_loads_in_onnxruntime_and_matches_the_network(ms_context, sample_data,
+                                                                  tmp_path):
+    ms = ms_context
+    import onnxruntime
+
+    from src.config import load_config
+    from src.deepspeech2 import InferenceNet, build_network
+    from src.features import featurize
+    from src.inference import pad_batch
+
+    ms.set_seed(4)
+    cfg = load_config(["--hidden_size=32", "--num_layers=2"])
+    ms.save_checkpoint(build_network(cfg), str(tmp_path / "net.ckpt"))
+    test = head(sample_data / "libri_test_clean_manifest.csv", tmp_path / "test.csv", 2)
+    proc = run([sys.executable, f"{REPO}/export.py", f"--checkpoint={tmp_path}/net.ckpt",
+                "--file_format=ONNX", "--frames=300", f"--file_name={tmp_path}/ds2 onnx",
+                "--verify", f"--eval.manifests={test}"])
+    assert "verify OK" in proc.stdout, proc.stdout
+    # independently of export.py: another utterance, the plain network of this test
+    net = InferenceNet(build_network(cfg, fast_conv=False))
+    ms.load_param_into_net(net, ms.load_checkpoint(str(tmp_path / "net.ckpt")))
+    net.set_train(False)
+    audio = open(test).read().splitlines()[1].split(",")[0]
+    spec = featurize(audio, cfg.features)[:, :300]
+    x, lengths = pad_batch([spec], 300)
+    session = onnxruntime.InferenceSession(str(tmp_path / "ds2 onnx.onnx"))
+    got, got_lengths = session.run(None, dict(zip([i.name for i in session.get_inputs()],
+                                                  (x, lengths))))
+    want, want_lengths = net(ms.Tensor(x), ms.Tensor(lengths))
+    np.testing.assert_array_equal(got_lengths, want_lengths.asnumpy())
+    np.testing.assert_allclose(got, want.asnumpy(), atol=1e-4)
