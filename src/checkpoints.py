@@ -7,12 +7,13 @@ import mindspore as ms
 
 from src.deepspeech2 import build_network, infer_model_size
 from src.errors import UserError
+from src.train_step import LOSS_SCALE_STATE
 
 CKPT_PREFIX = "DeepSpeech"
 # Non-network entries a training checkpoint may hold (optimizer state, bookkeeping).
 OPTIMIZER_PREFIXES = ("moment1.", "moment2.", "global_step", "learning_rate", "beta1_power",
-                      "beta2_power", "epoch_num", "step_num", "scale_sense", "current_iterator_step",
-                      "last_overflow_iterator_step")
+                      "beta2_power", "epoch_num", "step_num", "loss_scale", "scale_sense",
+                      "current_iterator_step", "last_overflow_iterator_step")
 
 
 class CheckpointError(UserError):
@@ -140,15 +141,12 @@ def find_resume_checkpoint(resume, ckpt_dir, log):
     return None
 
 
-# The dynamic loss scale's state (GPU/Ascend train step); a CPU-written checkpoint has none.
-LOSS_SCALE_STATE = ("scale_sense", "current_iterator_step", "last_overflow_iterator_step")
-
-
 def restore(train_step, path, log=print):
     """Load a full checkpoint into the train step; returns the global step it was written at.
 
-    A checkpoint without loss-scale state (written by the CPU step) resumes into the scaled
-    GPU/Ascend step with that state started fresh, which `log` says.
+    A checkpoint without loss-scale state (written by an unscaled step, the CPU default) resumes
+    into a loss-scaled step (the GPU/Ascend default) with that state started fresh, which `log`
+    says.
     """
     params = read_checkpoint(path)
     if "step_num" not in params:
@@ -161,8 +159,8 @@ def restore(train_step, path, log=print):
     missing = [m for m in missing if m != "learning_rate"]
     fresh = [m for m in missing if m in LOSS_SCALE_STATE]
     if fresh:
-        log(f"{path} holds no loss-scale state (written by the unscaled CPU step): the dynamic "
-            f"loss scale starts fresh ({', '.join(fresh)})")
+        log(f"{path} holds no loss-scale state (written by an unscaled step, as on CPU): the "
+            f"dynamic loss scale starts fresh ({', '.join(fresh)})")
         missing = [m for m in missing if m not in LOSS_SCALE_STATE]
     if missing:
         raise CheckpointError(f"{path} does not fit this run: missing {', '.join(missing[:5])}")

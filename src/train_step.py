@@ -4,6 +4,10 @@ from mindspore import nn
 
 from src.deepspeech2 import CTCLossCell
 
+INIT_LOSS_SCALE = 2.0 ** 16
+# Names of the dynamic loss scale's state in the train step (and its checkpoints).
+LOSS_SCALE_STATE = ("loss_scale", "loss_scale_counter")
+
 
 def build_optimizer(network, cfg, lr):
     """Adam on the schedule `lr` (one value per step); weight decay skips BatchNorm and biases."""
@@ -16,30 +20,33 @@ def build_optimizer(network, cfg, lr):
                    beta2=cfg.train.beta2, eps=cfg.train.eps)
 
 
+def make_loss_scaler(cfg):
+    """ms.amp.DynamicLossScaler for train.loss_scale (dynamic, or auto off CPU), else None.
+
+    Its state is named loss_scale / loss_scale_counter, so checkpoints keep it (resume exact).
+    """
+    mode = cfg.train.loss_scale
+    if mode == "none" or (mode == "auto" and cfg.device_target == "CPU"):
+        return None
+    scaler = ms.amp.DynamicLossScaler(scale_value=INIT_LOSS_SCALE, scale_factor=2,
+                                      scale_window=cfg.train.loss_scale_window)
+    scaler.scale_value.name, scaler.counter.name = LOSS_SCALE_STATE
+    return scaler
+
+
 def build_train_step(network, optimizer, cfg, blank):
-    """TrainStep (CPU, or loss_scale none), else ScaledTrainStep with dynamic loss scaling.
+    """The one TrainStep of every device, with dynamic loss scaling as configured.
 
     train.amp_level casts the network for mixed precision (GPU/Ascend; the loss stays float32)
     and train.jit_level sets the step's graph compile level; check_device_options has vetted both.
     """
     if cfg.train.amp_level != "O0":
         network = ms.amp.auto_mixed_precision(network, cfg.train.amp_level)
-    loss_net = CTCLossCell(network, blank)
-    if cfg.device_target != "CPU" and cfg.train.loss_scale == "dynamic":
-        step = ScaledTrainStep(loss_net, optimizer, cfg.train.max_grad_norm)
-    else:
-        step = TrainStep(loss_net, optimizer, cfg.train.max_grad_norm)
+    step = TrainStep(CTCLossCell(network, blank), optimizer, cfg.train.max_grad_norm,
+                     make_loss_scaler(cfg))
     if cfg.train.jit_level:
         step.set_jit_config(ms.JitConfig(jit_level=cfg.train.jit_level))
     return step
-
-
-_unscale = ms.ops.MultitypeFuncGraph("unscale")
-
-
-@_unscale.register("Tensor", "Tensor")
-def _unscale_grad(scale, grad):
-    return grad * ms.ops.reciprocal(scale).astype(grad.dtype)
 
 
 def global_norm(grads):
@@ -63,51 +70,36 @@ class TrainStep(nn.TrainOneStepCell):
     """One training step: loss, gradients, (data-parallel mean), global-norm clip, update.
 
     Returns (loss, finite): when the loss or any gradient is not finite the update is skipped,
-    so one bad batch cannot poison the weights (the caller counts such steps).
+    so one bad batch cannot poison the weights (the caller counts such steps). With a
+    `loss_scaler` (ms.amp.DynamicLossScaler, functional, so the same code runs on CPU, GPU and
+    Ascend) the gradients are computed for loss x scale and unscaled; a non-finite step halves
+    the scale, `scale_window` finite steps in a row double it.
     """
 
-    def __init__(self, loss_net, optimizer, max_grad_norm=0.0):
+    def __init__(self, loss_net, optimizer, max_grad_norm=0.0, loss_scaler=None):
         super().__init__(loss_net, optimizer)
         self.max_grad_norm = float(max_grad_norm)
+        self.scaler = loss_scaler
+        if loss_scaler is not None:  # registered here, so checkpoints hold the scale state
+            self.loss_scale = loss_scaler.scale_value
+            self.loss_scale_counter = loss_scaler.counter
 
     def construct(self, *inputs):
         loss = self.network(*inputs)
-        sens = ms.ops.fill(loss.dtype, loss.shape, self.sens)
+        if self.scaler is None:
+            sens = ms.ops.fill(loss.dtype, loss.shape, self.sens)
+        else:
+            sens = ms.ops.ones_like(loss) * self.scaler.scale_value.astype(loss.dtype)
         grads = self.grad(self.network, self.weights)(*inputs, sens)
         grads = self.grad_reducer(grads)
+        if self.scaler is not None:
+            grads = self.scaler.unscale(grads)
         norm = global_norm(grads)
         finite = ms.ops.logical_and(ms.ops.isfinite(loss), ms.ops.isfinite(norm))
+        if self.scaler is not None:
+            self.scaler.adjust(finite)
         if finite:
             if self.max_grad_norm > 0:
                 grads = clip_by_norm(grads, norm, self.max_grad_norm)
             loss = ms.ops.depend(loss, self.optimizer(grads))
         return loss, finite
-
-
-class ScaledTrainStep(nn.TrainOneStepWithLossScaleCell):
-    """TrainStep with dynamic loss scaling (GPU/Ascend: needs device overflow detection).
-
-    Returns (loss, finite, scale) like TrainStep: an overflowing step skips the update and lowers
-    the scale, as MindSpore's DynamicLossScaleUpdateCell does.
-    """
-
-    def __init__(self, loss_net, optimizer, max_grad_norm=0.0, init_scale=2.0 ** 16):
-        manager = nn.DynamicLossScaleUpdateCell(loss_scale_value=init_scale, scale_factor=2,
-                                                scale_window=1000)
-        super().__init__(loss_net, optimizer, scale_sense=manager)
-        self.max_grad_norm = float(max_grad_norm)
-
-    def construct(self, *inputs):
-        loss = self.network(*inputs)
-        scale = self.scale_sense
-        status, scale = self.start_overflow_check(loss, scale)
-        sens = ms.ops.ones_like(loss) * scale.astype(loss.dtype)
-        grads = self.grad(self.network, self.weights)(*inputs, sens)
-        grads = self.hyper_map(ms.ops.partial(_unscale, scale), grads)
-        grads = self.grad_reducer(grads)
-        overflow = self.process_loss_scale(self.get_overflow_status(status, grads))
-        if not overflow:
-            if self.max_grad_norm > 0:
-                grads = clip_by_norm(grads, global_norm(grads), self.max_grad_norm)
-            loss = ms.ops.depend(loss, self.optimizer(grads))
-        return loss, ms.ops.logical_not(overflow), scale

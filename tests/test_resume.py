@@ -135,21 +135,22 @@ def test_a_cpu_checkpoint_resumes_into_the_loss_scaled_step_with_fresh_scale_sta
                                                                                  tmp_path):
     ms = ms_context
     from src.checkpoints import restore, save_checkpoint
-    from src.deepspeech2 import CTCLossCell
-    from src.train_step import ScaledTrainStep, build_optimizer
+    from src.train_step import INIT_LOSS_SCALE
 
-    cfg, net, step = tiny_step()
+    cfg, net, step = tiny_step()  # CPU default: unscaled
     step(*tiny_batch(ms))
     path = save_checkpoint(step, net, str(tmp_path), 1, 1, 1, 0, False)
-    _, net2, _ = tiny_step()
-    scaled = ScaledTrainStep(CTCLossCell(net2, 28), build_optimizer(net2, cfg, [1e-3, 1e-3]))
-    scale_before = float(scaled.scale_sense.asnumpy())
+    _, net2, scaled = tiny_step(["--loss_scale=dynamic"])  # what GPU/Ascend build by default
     said = []
     assert restore(scaled, path, said.append) == 1
-    assert len(said) == 1 and "loss scale starts fresh (scale_sense" in said[0]
-    assert float(scaled.scale_sense.asnumpy()) == scale_before == 2.0 ** 16
+    assert len(said) == 1 and "loss scale starts fresh (loss_scale, loss_scale_counter)" in said[0]
+    assert float(scaled.loss_scale.asnumpy()) == INIT_LOSS_SCALE
     saved = ms.load_checkpoint(path)
     for p in net2.trainable_params():
         np.testing.assert_array_equal(p.asnumpy(), saved[p.name].asnumpy(), err_msg=p.name)
     moments = [p for p in scaled.get_parameters() if p.name.startswith("moment1.")]
     assert moments and all(np.array_equal(p.asnumpy(), saved[p.name].asnumpy()) for p in moments)
+    # and a scaled step's own checkpoint keeps its scale state
+    scaled(*tiny_batch(ms))
+    again = save_checkpoint(scaled, net2, str(tmp_path / "scaled"), 1, 2, 2, 0, False)
+    assert {"loss_scale", "loss_scale_counter"} <= set(ms.load_checkpoint(again))
