@@ -10,13 +10,16 @@ from src.metrics import ErrorRate
 from src.progress import progress
 
 
-def evaluate_manifest(infer_net, manifest, cfg, encoder, desc="eval"):
+def evaluate_manifest(infer_net, manifest, cfg, encoder, desc="eval", rank=0, group_size=1):
     """Decode every usable utterance of `manifest`; the network's train/eval mode is restored.
 
     Returns (ErrorRate, [(audio, reference, hypothesis)], Report of skipped utterances). Audio
     that fails while decoding is skipped, counted and named in the report like a bad header.
+    With group_size > 1 this rank decodes every group_size-th utterance from `rank` on and
+    returns its shard's ErrorRate (sum them with ErrorRate.all_reduce for the whole manifest).
     """
     utts, report = load_utterances(manifest, cfg, encoder, ctc_filter=False)
+    utts = utts[rank::group_size]
     rates, pairs = ErrorRate(), []
     bar = progress(total=len(utts), desc=desc, unit="utt", leave=False)
     for i, hyp, err in recognize(infer_net, [u.audio for u in utts], [u.frames for u in utts],

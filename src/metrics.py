@@ -36,6 +36,22 @@ class ErrorRate:
     def cer(self):
         return 100.0 * self.char_edits / max(self.chars, 1)
 
+    COUNTS = ("word_edits", "words", "char_edits", "chars", "utterances")
+
+    def all_reduce(self):
+        """Sum the counts over the data-parallel group (every rank must call it).
+
+        As float32 (the only AllReduce type on CPU besides float16): exact for counts below
+        2**24, i.e. validation sets of up to ~16 M reference characters.
+        """
+        import mindspore as ms
+        import numpy as np
+        counts = ms.Tensor(np.array([getattr(self, k) for k in self.COUNTS], np.float32))
+        total = ms.ops.AllReduce()(counts).asnumpy()
+        for key, value in zip(self.COUNTS, total):
+            setattr(self, key, int(round(float(value))))
+        return self
+
     def summary(self):
         return {"wer": self.wer, "cer": self.cer, "utterances": self.utterances,
                 "words": self.words, "chars": self.chars}

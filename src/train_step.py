@@ -74,12 +74,18 @@ class TrainStep(nn.TrainOneStepCell):
     `loss_scaler` (ms.amp.DynamicLossScaler, functional, so the same code runs on CPU, GPU and
     Ascend) the gradients are computed for loss x scale and unscaled; a non-finite step halves
     the scale, `scale_window` finite steps in a row double it.
+
+    Data-parallel: the decision is the same on every rank. The gradient norm is taken after the
+    all-reduce, and the losses are summed across ranks for the check, so one rank's non-finite
+    loss skips the step everywhere (ranks that disagreed would drift apart, and one stopping
+    after max_bad_steps would leave the others hanging in the next all-reduce).
     """
 
     def __init__(self, loss_net, optimizer, max_grad_norm=0.0, loss_scaler=None):
         super().__init__(loss_net, optimizer)
         self.max_grad_norm = float(max_grad_norm)
         self.scaler = loss_scaler
+        self.sum_over_ranks = ms.ops.AllReduce() if self.reducer_flag else None
         if loss_scaler is not None:  # registered here, so checkpoints hold the scale state
             self.loss_scale = loss_scaler.scale_value
             self.loss_scale_counter = loss_scaler.counter
@@ -95,7 +101,13 @@ class TrainStep(nn.TrainOneStepCell):
         if self.scaler is not None:
             grads = self.scaler.unscale(grads)
         norm = global_norm(grads)
-        finite = ms.ops.logical_and(ms.ops.isfinite(loss), ms.ops.isfinite(norm))
+        checked = loss
+        if self.reducer_flag:
+            # after every gradient all-reduce (depend on the norm), so the collectives run in
+            # the same order on every rank
+            checked = ms.ops.depend(loss, norm).reshape((1,))
+            checked = self.sum_over_ranks(checked)[0]  # non-finite if any rank's is
+        finite = ms.ops.logical_and(ms.ops.isfinite(checked), ms.ops.isfinite(norm))
         if self.scaler is not None:
             self.scaler.adjust(finite)
         if finite:

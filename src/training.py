@@ -87,6 +87,7 @@ class TrainingRun:
     """What the loop needs: config, data source, network and step, schedule, where it starts."""
     cfg: object
     rank: int
+    group_size: int
     logger: logging.Logger
     encoder: object
     source: object
@@ -165,8 +166,8 @@ def setup_run(cfg, rank=0, group_size=1):
     network, lr, train_step = build_model(cfg, group_size, source.steps_per_epoch,
                                           encoder.blank_id, logger)
     start = resume_position(cfg, train_step, source.steps_per_epoch, logger)
-    return TrainingRun(cfg, rank, logger, encoder, source, network, InferenceNet(network),
-                       train_step, lr, start)
+    return TrainingRun(cfg, rank, group_size, logger, encoder, source, network,
+                       InferenceNet(network), train_step, lr, start)
 
 
 def record_step(run, metrics, step, loss, ok, batch_size, bar):
@@ -201,10 +202,18 @@ def maybe_checkpoint(run, step, epoch_end):
 
 
 def validate(run, metrics, step):
-    """Rank 0: greedy WER/CER of the validation manifest, logged and written to metrics.jsonl."""
+    """Greedy WER/CER of the validation manifest, logged and written to metrics.jsonl.
+
+    Data-parallel: every rank decodes its shard and the error counts are summed, so no rank
+    waits in a collective while another validates alone (a long wait would hit the HCCL/NCCL
+    timeout) and the figures equal one process decoding everything.
+    """
     epoch = step // run.source.steps_per_epoch + 1
-    rates, _, report = evaluate_manifest(run.infer_net, run.cfg.data.val_manifest,
-                                         run.cfg, run.encoder, desc="validation")
+    rates, _, report = evaluate_manifest(run.infer_net, run.cfg.data.val_manifest, run.cfg,
+                                         run.encoder, desc="validation", rank=run.rank,
+                                         group_size=run.group_size)
+    if run.group_size > 1:
+        rates.all_reduce()
     skipped = f"; skipped: {report.text()}" if report else ""
     run.logger.info("epoch %d validation: WER %.2f%% CER %.2f%% (%d utterances%s)",
                     epoch, rates.wer, rates.cer, rates.utterances, skipped)
@@ -255,7 +264,7 @@ def run_training(cfg, rank=0, group_size=1):
                 bar = None
                 run.logger.info("epoch %d done: step %d, last loss %.4f", epoch + 1, step + 1, loss)
             maybe_checkpoint(run, step, epoch_end)
-            if epoch_end and cfg.data.val_manifest and rank == 0:
+            if epoch_end and cfg.data.val_manifest:
                 validate(run, metrics, step)
     if guard.total:
         run.logger.warning("%d steps were skipped for non-finite values", guard.total)

@@ -1,9 +1,11 @@
 """Data-parallel training for real: msrun with 2 CPU workers vs a single-process emulation, and
 the multi-node form (two msrun invocations of one worker each, node ranks 0 and 1, master on
 127.0.0.1) vs the single-node run."""
+import json
 import os
 import socket
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -26,8 +28,9 @@ def single_node(ms_context, sample_data, tmp_path_factory):
     from src.deepspeech2 import build_network
     tmp_path = tmp_path_factory.mktemp("distributed")
     train = head(sample_data / "libri_train_manifest.csv", tmp_path / "train.csv", 10)
+    val = head(sample_data / "libri_val_manifest.csv", tmp_path / "val.csv", 7)
     overrides = ["--hidden_size=16", "--num_layers=1", "--batch_size=2", "--epochs=1",
-                 "--num_parallel_workers=1", f"--train_manifest={train}", "--val_manifest=",
+                 "--num_parallel_workers=1", f"--train_manifest={train}", f"--val_manifest={val}",
                  "--warmup_steps=2", "--max_grad_norm=5",
                  # Adam turns a gradient element near zero into a full +-lr step whose sign any
                  # rounding difference (all-reduce order) flips; a larger eps keeps the comparison
@@ -114,3 +117,40 @@ def test_two_nodes_of_one_worker_equal_one_node_of_two(ms_context, single_node):
         if name.startswith(("conv.", "RNN.", "fc.", "moment")):
             np.testing.assert_allclose(two_nodes[name].asnumpy(), value.asnumpy(), rtol=1e-5,
                                        atol=1e-6, err_msg=name)
+
+
+def test_a_non_finite_loss_on_one_rank_skips_the_step_on_every_rank(tmp_path):
+    """Rank 1's loss is non-finite (its gradients finite) at steps 2 and 3: both ranks skip both
+    steps, stop together at max_bad_steps=2 (no rank left waiting in an all-reduce), and keep
+    equal weights."""
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.run(
+        [sys.executable, f"{REPO}/scripts/msrun_node.py", "--worker_num=2", "--local_worker_num=2",
+         "--master_addr=127.0.0.1", f"--master_port={free_port()}", f"--log_dir={tmp_path}/logs",
+         "--join=True", f"{REPO}/tests/distributed_guard_worker.py", str(out)],
+        capture_output=True, text=True, timeout=300)
+    logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("worker_*.log"))
+    assert proc.returncode == 0, logs[-3000:]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [s["loss_finite"] for s in ranks[1]["steps"]] == [True, False, False]
+    assert [s["loss_finite"] for s in ranks[0]["steps"]] == [True, True, True]
+    for r in ranks:
+        assert [s["ok"] for s in r["steps"]] == [True, False, False] and r["stopped_at"] == 3
+    np.testing.assert_array_equal(ranks[0]["weights"]["fc.module.weight"],
+                                  ranks[1]["weights"]["fc.module.weight"])
+
+
+def test_validation_sharded_over_ranks_equals_one_process(single_node):
+    """Both ranks decode half of the validation manifest and sum the error counts: the WER/CER
+    rank 0 records equal eval.py decoding the whole manifest with the same checkpoint."""
+    tmp_path, overrides, _ = single_node
+    records = [json.loads(line) for line in (tmp_path / "log" / "metrics.jsonl").open()]
+    val = [r for r in records if "val_wer" in r]
+    assert len(val) == 1
+    assert "validation: WER" in (tmp_path / "log" / "train_rank1.log").read_text()
+    run([sys.executable, f"{REPO}/eval.py", f"--checkpoint={tmp_path}/ckpt/DeepSpeech-1_3.ckpt",
+         f"--manifests={tmp_path}/val.csv", f"--output_dir={tmp_path}/eval"])
+    whole = json.loads((tmp_path / "eval" / "summary.json").read_text())["results"]["val"]
+    assert whole["utterances"] == 7
+    assert val[0]["val_wer"] == whole["wer"] and val[0]["val_cer"] == whole["cer"]
