@@ -129,8 +129,9 @@ def run(cfg):
     if cfg.export.verify and fmt == "AIR":
         raise UserError("--verify runs MINDIR (mindspore.load) or ONNX (onnxruntime) files, not AIR")
     if fmt != "MINDIR" and not cfg.export.frames:
-        raise UserError(f"{fmt} export needs a fixed input length: set --export.frames=N "
-                        "(MINDIR takes any length)")
+        raise UserError(f"{fmt} export needs a fixed input length: set --export.frames=N (batch "
+                        "1; MindSpore 2.10's exporter cannot keep batch or time dynamic for this "
+                        "network, see README 'Export'; MINDIR takes any length)")
     check_output_dir(os.path.dirname(cfg.export.file_name), "export.file_name's folder")
     from src.checkpoints import network_from_checkpoint
     from src.context import setup_context

@@ -20,13 +20,13 @@ from src.text import load_labels
 class ConvFrontEnd(nn.Cell):
     """conv1 -> bn1 -> tanh -> (mask) -> conv2 -> bn2 -> tanh, names as the zoo's MaskConv.
 
-    explicit_pad (ONNX export): each conv's zero padding is a separate Pad op before an unpadded
-    conv, same weights and values. MindSpore 2.10's ONNX exporter copies a padded Conv2d's
+    onnx (ONNX export): each conv's zero padding is a separate Pad op before an unpadded conv,
+    same weights and values. MindSpore 2.10's ONNX exporter copies a padded Conv2d's
     (top, bottom, left, right) into ONNX's `pads`, whose order is (top, left, bottom, right),
-    which gives conv1 a wrong output shape in any ONNX runtime.
+    which gave conv1 a wrong output shape in any ONNX runtime.
     """
 
-    def __init__(self, spec=CONV_SPEC, fast_conv=False, explicit_pad=False):
+    def __init__(self, spec=CONV_SPEC, fast_conv=False, onnx=False):
         super().__init__()
         assert len(spec) == 2, "the zoo front-end has exactly two conv layers"
         in_ch = 1
@@ -34,10 +34,10 @@ class ConvFrontEnd(nn.Cell):
         for layer in spec:
             (pf, pt) = layer.padding
             convs.append(nn.Conv2d(in_ch, layer.out_channels, layer.kernel, layer.stride,
-                                   pad_mode="valid" if explicit_pad else "pad",
-                                   padding=0 if explicit_pad else (pf, pf, pt, pt),
+                                   pad_mode="valid" if onnx else "pad",
+                                   padding=0 if onnx else (pf, pf, pt, pt),
                                    has_bias=False))
-            pads.append(ops.Pad(((0, 0), (0, 0), (pf, pf), (pt, pt))) if explicit_pad
+            pads.append(ops.Pad(((0, 0), (0, 0), (pf, pf), (pt, pt))) if onnx
                         else nn.Identity())
             bns.append(nn.BatchNorm2d(layer.out_channels, momentum=0.9))
             in_ch = layer.out_channels
@@ -82,6 +82,9 @@ class MaskedLSTM(nn.LSTM):
     long sequences. Here both directions run the fused kernel over the padded batch: the forward
     direction is exact for real frames as is (padding comes after them); the backward direction
     runs over each sequence reversed within its own length, which is exact too.
+
+    The result has the input's dtype, as nn.LSTM.construct returns it: on Ascend the kernel
+    (DynamicRNN) computes and returns float16, which the float32 Dense after it would reject.
     """
 
     def __init__(self, input_size, hidden_size, bidirectional=True):
@@ -135,14 +138,14 @@ class DeepSpeechModel(nn.Cell):
 
     construct(x, lengths): x (B, 1, n_freq, T) float32 spectrogram, lengths (B,) int32 frames
     -> (logits (T', B, n_class), output lengths (B,) int32).
-    fast_conv (CPU only) computes both convs with src/fast_conv.py; explicit_pad (ONNX export)
-    pads them with separate Pad ops (ConvFrontEnd); same parameters and results.
+    fast_conv (CPU only) computes both convs with src/fast_conv.py; onnx (ONNX export) pads
+    them with separate Pad ops (ConvFrontEnd); same parameters and results.
     """
 
     def __init__(self, n_class=29, hidden_size=1024, num_layers=5, bidirectional=True,
-                 n_freq=161, fast_conv=False, explicit_pad=False):
+                 n_freq=161, fast_conv=False, onnx=False):
         super().__init__()
-        self.conv = ConvFrontEnd(fast_conv=fast_conv, explicit_pad=explicit_pad)
+        self.conv = ConvFrontEnd(fast_conv=fast_conv, onnx=onnx)
         rnn_input = CONV_SPEC[-1].out_channels * conv_out_size(n_freq, 0, CONV_SPEC)
         self.RNN = StackedRNN(rnn_input, hidden_size, num_layers, bidirectional)
         self.fc = SequenceWise(nn.Dense(hidden_size, n_class, has_bias=False))
@@ -206,7 +209,7 @@ def build_network(cfg, hidden_size=None, num_layers=None, bidirectional=None, fa
 
     fast_conv defaults to src.env.uses_fast_conv(cfg): the CPU numpy convs for training and
     evaluation, never on GPU/Ascend and never for export. An ONNX export pads its convs with
-    separate Pad ops (see ConvFrontEnd).
+    separate Pad ops (ConvFrontEnd's `onnx`).
     """
     labels = load_labels(cfg.labels_path)
     if fast_conv is None:
@@ -218,4 +221,4 @@ def build_network(cfg, hidden_size=None, num_layers=None, bidirectional=None, fa
         bidirectional=cfg.model.bidirectional if bidirectional is None else bidirectional,
         n_freq=int(round(cfg.features.sample_rate * cfg.features.window_size)) // 2 + 1,
         fast_conv=fast_conv,
-        explicit_pad=cfg.entry == "export" and cfg.export.file_format == "ONNX")
+        onnx=cfg.entry == "export" and cfg.export.file_format == "ONNX")
