@@ -220,11 +220,6 @@ def _check_value(key, value):
 def check_device_options(cfg):
     """Reject training switches the chosen device cannot run, with the reason, before any work."""
     amp, jit, device = cfg.train.amp_level, cfg.train.jit_level, cfg.device_target
-    if amp == "O1":
-        raise ConfigError("train.amp_level=O1 does not build this network on MindSpore 2.10: O1 "
-                          "rewrites the network's source (mindspore.rewrite), which fails on "
-                          "MindSpore's own LSTM kernel class (\"'_DynamicRNNBase' is not "
-                          "defined\"); use O2 (float16 with BatchNorm in float32) or O3")
     if amp != "O0" and device == "CPU":
         raise ConfigError(f"train.amp_level={amp} needs GPU or Ascend: MindSpore's float16 CPU "
                           "kernels are slower than float32 and the CPU conv fast path computes in "

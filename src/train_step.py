@@ -34,13 +34,41 @@ def make_loss_scaler(cfg):
     return scaler
 
 
+class Float16Cell(nn.Cell):
+    """Runs `cell` in float16 and hands float32 on (its parameters keep their names)."""
+
+    def __init__(self, cell):
+        super().__init__(auto_prefix=False)
+        self.cell = cell.to_float(ms.float16)
+
+    def construct(self, x):
+        return self.cell(x).astype(ms.float32)
+
+
+def white_list_to_float16(network, white_list=(nn.Conv2d, nn.Dense)):
+    """AMP level O1: the white-listed cells (MindSpore's O1 list: convolutions and Dense) in
+    float16, everything else (BatchNorm, LSTMs, losses) in float32.
+
+    MindSpore 2.10 implements O1 by rewriting the network's source (mindspore.rewrite), which
+    fails on its own LSTM kernel class ("'_DynamicRNNBase' is not defined"); this wraps the
+    cells in place instead, as its O2 does for the black list.
+    """
+    for _, cell in list(network.cells_and_names()):
+        for name, child in list(cell.name_cells().items()):
+            if isinstance(child, white_list):
+                cell._cells[name] = Float16Cell(child)
+    return network
+
+
 def build_train_step(network, optimizer, cfg, blank):
     """The one TrainStep of every device, with dynamic loss scaling as configured.
 
     train.amp_level casts the network for mixed precision (GPU/Ascend; the loss stays float32)
     and train.jit_level sets the step's graph compile level; check_device_options has vetted both.
     """
-    if cfg.train.amp_level != "O0":
+    if cfg.train.amp_level == "O1":
+        network = white_list_to_float16(network)
+    elif cfg.train.amp_level != "O0":
         network = ms.amp.auto_mixed_precision(network, cfg.train.amp_level)
     step = TrainStep(CTCLossCell(network, blank), optimizer, cfg.train.max_grad_norm,
                      make_loss_scaler(cfg))
