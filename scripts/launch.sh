@@ -76,6 +76,8 @@ done
 NODE_SUFFIX=""; [ "$NODES" = 1 ] || NODE_SUFFIX="_node$NODE_RANK"
 [ "$MPIRUN" = 0 ] || [ "$NODES" = 1 ] || die "--mpirun runs on one machine here; use msrun (the default) with --num_nodes"
 
+# msrun's workers run this same interpreter (scripts/msrun_node.py): check it once, up front.
+if [ "$KIND" = distribute ]; then check_python; fi
 ENTRY="$ROOT/train.py"; [ "$JOB" = eval ] && ENTRY="$ROOT/eval.py"
 PY=("$PYTHON" "$ENTRY" --device_target "$DEVICE")
 [ -n "$CONFIG" ] && PY+=("--config_path=$CONFIG")

@@ -133,11 +133,12 @@ def test_python_version_is_checked_in_one_line(tmp_path):
     fake = tmp_path / "python3.9"  # answers like a Python 3.9 would to the check
     fake.write_text("#!/bin/sh\ncase \"$2\" in *platform*) echo 3.9.18 ;; *) exit 1 ;; esac\n")
     fake.chmod(0o755)
-    proc = subprocess.run(["bash", f"{REPO}/scripts/install.sh"], capture_output=True, text=True,
-                          env=dict(os.environ, PYTHON=str(fake)), timeout=60)
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == ("error: Python 3.9.18 is not supported: MindSpore 2.10 needs "
-                                   "Python 3.10, 3.11 or 3.12 (set PYTHON=/path/to/python3.11)")
+    want = ("error: Python 3.9.18 is not supported: MindSpore 2.10 needs Python 3.10, 3.11 or "
+            "3.12 (set PYTHON=/path/to/python3.11)")
+    for cmd in (["install.sh"], ["run_distribute_train_cpu.sh", "2"]):  # workers run PYTHON too
+        proc = subprocess.run(["bash", f"{REPO}/scripts/{cmd[0]}", *cmd[1:]], capture_output=True,
+                              text=True, env=dict(os.environ, PYTHON=str(fake)), timeout=60)
+        assert proc.returncode == 2 and proc.stderr.strip() == want, (cmd, proc.stderr)
 
 
 def test_foreground_returns_the_python_exit_status(tmp_path):
