@@ -48,11 +48,13 @@ def feature_batches(paths, frames, cfg, batch_size, workers=1):
     Yields (indices, x (B, 1, F, T), lengths (B,), failures [(index, message)]) where
     indices are positions in `paths` whose features are in x (B may be 0 when all failed).
     """
+    if not paths:  # e.g. a validation shard of a rank beyond the manifest's length
+        return
     batches, pad = make_batches(frames, batch_size, cfg.data.num_buckets)
     with ThreadPoolExecutor(max(1, workers)) as pool:
         def submit(b):
             return [pool.submit(_features, paths[i], cfg.features) for i in b]
-        pending = submit(batches[0]) if batches else None
+        pending = submit(batches[0])
         for k, batch in enumerate(batches):
             futures, pending = pending, submit(batches[k + 1]) if k + 1 < len(batches) else None
             results = [f.result() for f in futures]

@@ -49,3 +49,9 @@ def test_batched_recognition_equals_each_file_alone_and_skips_bad_files(ms_conte
     net.set_train(True)
     rates, pairs, report = evaluate_manifest(net, manifest, cfg, encoder)
     assert net.training and rates.utterances == 7 and not report
+
+
+def test_an_empty_shard_yields_nothing(ms_context):
+    from src.config import load_config
+    from src.inference import feature_batches
+    assert list(feature_batches([], [], load_config([]), 4)) == []
