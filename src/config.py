@@ -30,7 +30,8 @@ DEFAULT_CONFIG = os.path.join(SRC_DIR, "default_config.yaml")
 PATH_KEYS = ("labels_path", "data.train_manifest", "data.val_manifest",
              "train.pre_trained_model_path", "train.checkpoint_dir", "train.resume",
              "train.log_dir", "eval.checkpoint", "eval.manifests", "eval.output_dir",
-             "export.checkpoint", "export.file_name", "export.verify_audio")
+             "export.checkpoint", "export.file_name", "export.verify_audio",
+             "transcribe.checkpoint", "transcribe.mindir", "transcribe.output")
 
 CHOICES = {
     "device_target": ("CPU", "GPU", "Ascend"),
@@ -42,6 +43,7 @@ CHOICES = {
     "train.amp_level": ("O0", "O1", "O2", "O3"),
     "train.jit_level": ("", "O0", "O1", "O2"),
     "export.file_format": ("MINDIR", "AIR", "ONNX"),
+    "transcribe.format": ("text", "json"),
 }
 
 # key -> (lowest, highest, lowest excluded); None = unbounded.
@@ -73,6 +75,7 @@ RANGES = {
     "train.max_bad_steps": (0, None, False),
     "train.log_interval": (1, None, False),
     "export.frames": (0, None, False),
+    "transcribe.chunk_seconds": (1, None, False),
 }
 
 # Zoo flag names -> keys of this repo, per entry point.
@@ -80,6 +83,7 @@ ALIASES = {
     "train": {"pre_trained_model_path": "train.pre_trained_model_path"},
     "eval": {"pretrain_ckpt": "eval.checkpoint", "pre_trained_model_path": "eval.checkpoint"},
     "export": {"pre_trained_model_path": "export.checkpoint"},
+    "transcribe": {"pre_trained_model_path": "transcribe.checkpoint"},
 }
 
 
