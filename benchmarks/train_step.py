@@ -1,6 +1,8 @@
-"""Time the repository's own training step on random data; prints one JSON line.
+"""Time the repository's own training step (or, with --infer, its inference pass) on random
+data; prints one JSON line.
 
     python benchmarks/train_step.py --hidden 256 --layers 3 --batch 8 --frames 1000 --steps 3
+    python benchmarks/train_step.py --infer --hidden 1024 --layers 5 --batch 1 --frames 3000
 
 Same flags and output fields as ../shared/bench/torch_ds2_reference.py (the PyTorch reference of
 the same network), so the two can be run side by side: "step_s_median" over --steps timed steps
@@ -9,6 +11,9 @@ after one warm-up step (graph compile), "frames_per_s" = batch * frames / step_s
 clipping) with the config's defaults; --fast_conv 0 times the plain nn.Conv2d path.
 --parts also times, on the same shapes, forward+backward of the conv front-end and of one
 bidirectional LSTM layer (the first, and one of the later ones): where a step's time goes.
+--infer times the inference pass as eval.py and transcribe.py run it (InferenceNet in eval mode,
+log-softmax, the log-probabilities copied to numpy) with "mode": "infer", like the reference's
+--infer; "mode" is "train" otherwise.
 """
 import argparse
 import json
@@ -31,6 +36,8 @@ def main(argv=None):
     p.add_argument("--device_target", default="CPU", choices=["CPU", "GPU", "Ascend"])
     p.add_argument("--fast_conv", type=int, default=1, choices=[0, 1])
     p.add_argument("--parts", action="store_true", help="also time the front-end and one LSTM")
+    p.add_argument("--infer", action="store_true",
+                   help="time the inference pass (eval mode, log-softmax, no gradients) instead")
     a = p.parse_args(argv)
 
     from src.config import load_config
@@ -43,16 +50,18 @@ def main(argv=None):
 
     from src.context import setup_context
     from src.conv_spec import output_lengths
-    from src.deepspeech2 import build_network
+    from src.deepspeech2 import InferenceNet, build_network
+    from src.inference import eval_mode, log_probs
     from src.lr_generator import get_lr
     from src.train_step import build_optimizer, build_train_step
 
     setup_context(cfg)
     rng = np.random.default_rng(0)
     net = build_network(cfg)
-    lr = get_lr(1e-4, 1, a.steps + 1)
-    step = build_train_step(net, build_optimizer(net, cfg, lr), cfg, blank=28)
-    step.set_train(True)
+    if not a.infer:  # no optimizer state in an inference measurement (peak RSS)
+        lr = get_lr(1e-4, 1, a.steps + 1)
+        step = build_train_step(net, build_optimizer(net, cfg, lr), cfg, blank=28)
+        step.set_train(True)
     t_out = int(output_lengths(a.frames))
     lens = rng.integers(int(a.label_len * 0.8), int(a.label_len * 1.2) + 1, size=a.batch)
     lens = np.minimum(lens, t_out // 2)
@@ -62,11 +71,15 @@ def main(argv=None):
     inputs = (ms.Tensor(rng.standard_normal((a.batch, 1, 161, a.frames)).astype(np.float32)),
               ms.Tensor(np.full(a.batch, a.frames, np.int32)), ms.Tensor(targets),
               ms.Tensor(lens.astype(np.int32)))
-    times = []
+    times, infer_net = [], InferenceNet(net)
+    x, lengths = inputs[0].asnumpy(), inputs[1].asnumpy()
     for _ in range(a.steps + 1):
         t0 = time.perf_counter()
-        out = step(*inputs)
-        loss = float(out[0].asnumpy())
+        if a.infer:
+            with eval_mode(infer_net):
+                loss = float(log_probs(infer_net, x, lengths)[0].mean())
+        else:
+            loss = float(step(*inputs)[0].asnumpy())
         times.append(time.perf_counter() - t0)
     med = float(np.median(times[1:]))
     parts = time_parts(net, inputs, a.steps) if a.parts else {}
@@ -74,6 +87,7 @@ def main(argv=None):
         "framework": "mindspore", "version": ms.__version__, "hidden": a.hidden,
         "layers": a.layers, "batch": a.batch, "frames": a.frames, "device": a.device_target,
         "fast_conv": bool(a.fast_conv), "threads": os.cpu_count(),
+        "mode": "infer" if a.infer else "train",
         "params": sum(int(np.prod(q.shape)) for q in net.trainable_params()),
         "first_step_s": times[0], "step_s_median": med, "step_s_all": times[1:],
         "frames_per_s": a.batch * a.frames / med, "loss": loss, "parts_fwd_bwd_s": parts,

@@ -12,6 +12,8 @@ output frames (20 ms with the default features) plus the chunk's offset, in seco
 original file.
 """
 import os
+import time
+from collections import Counter
 
 import numpy as np
 import soundfile as sf
@@ -114,6 +116,7 @@ class Transcriber:
 
     def __init__(self, net, cfg):
         self.net, self.cfg = net, cfg
+        self.seconds = Counter()  # time spent: "audio+features", "network", "decoding"
         self.labels = load_labels(cfg.labels_path)
         self.n_fft, self.hop = stft_params(cfg.features)
         time_stride = int(np.prod([layer.stride[1] for layer in CONV_SPEC]))
@@ -121,13 +124,18 @@ class Transcriber:
 
     def _decode(self, chunks):
         """[(offset, wave)] -> words, with the chunks run as one padded batch."""
+        t0 = time.perf_counter()
         specs = [spectrogram(w, self.n_fft, self.hop, self.cfg.features.window) for _, w in chunks]
         x, lengths = pad_batch(specs, max(s.shape[1] for s in specs))  # (B, 1, F, T), (B,)
+        t1 = time.perf_counter()
         probs, out_lengths = log_probs(self.net, x, lengths)  # (T', B, C), (B,)
+        t2 = time.perf_counter()
         words = []
         for b, (offset, _) in enumerate(chunks):
             words += words_from_frames(probs[:int(out_lengths[b]), b], self.labels,
                                        self.frame_seconds, offset)
+        self.seconds.update({"audio+features": t1 - t0, "network": t2 - t1,
+                             "decoding": time.perf_counter() - t2})
         return words
 
     def transcribe(self, path):
@@ -139,8 +147,14 @@ class Transcriber:
             raise AudioError(f"audio file {path} is empty")
         words, batch = [], []
         with eval_mode(self.net):
-            for chunk in read_chunks(path, self.cfg.features.sample_rate,
-                                     self.cfg.transcribe.chunk_seconds):
+            chunks = read_chunks(path, self.cfg.features.sample_rate,
+                                 self.cfg.transcribe.chunk_seconds)
+            while True:
+                t0 = time.perf_counter()
+                chunk = next(chunks, None)  # reading and resampling count as audio time
+                self.seconds["audio+features"] += time.perf_counter() - t0
+                if chunk is None:
+                    break
                 batch.append(chunk)
                 if len(batch) == self.cfg.data.batch_size:
                     words += self._decode(batch)

@@ -17,7 +17,19 @@ def test_train_step_benchmark_prints_one_consistent_json_line():
     assert abs(out["frames_per_s"] - 2 * 120 / out["step_s_median"]) < 1e-6 * out["frames_per_s"]
     assert set(out["parts_fwd_bwd_s"]) == {"conv_front_end", "lstm_layer_0", "lstm_layer_1"}
     assert out["onednn_max_cpu_isa"] != "AVX2"  # the fast path leaves oneDNN uncapped
-    assert out["peak_rss_mb"] > 100 and out["loss"] > 0
+    assert out["peak_rss_mb"] > 100 and out["loss"] > 0 and out["mode"] == "train"
+
+
+def test_inference_benchmark_times_the_eval_pass_with_the_references_fields():
+    proc = run([sys.executable, "benchmarks/train_step.py", "--infer", "--hidden", "16",
+                "--layers", "1", "--batch", "1", "--frames", "300", "--steps", "2"])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    reference_fields = {"framework", "version", "hidden", "layers", "batch", "frames", "threads",
+                        "mode", "params", "first_step_s", "step_s_median", "step_s_all",
+                        "frames_per_s", "loss"}
+    assert reference_fields <= set(out) and out["mode"] == "infer"
+    assert out["loss"] < 0  # the mean of log-probabilities, as the reference's --infer reports
+    assert abs(out["frames_per_s"] - 300 / out["step_s_median"]) < 1e-6 * out["frames_per_s"]
 
 
 def test_data_prep_benchmark_reports_consistent_medians_of_both_routes():
@@ -63,3 +75,14 @@ def test_torch_comparison_takes_ratios_within_rounds_and_reads_each_peak_rss(tmp
         assert abs(row["memory_ratio"] - row["ours_peak_rss_mb"] / row["ref_peak_rss_mb"]) < 1e-9
     ratios = sorted(row["ratio"] for row in rounds)
     assert abs(summary["median_ratio"] - (ratios[0] + ratios[1]) / 2) < 1e-3
+
+
+def test_transcribe_speed_benchmark_reports_a_consistent_rtf():
+    proc = run([sys.executable, "benchmarks/transcribe_speed.py", "--minutes", "0.5",
+                "--sizes", "16x1", "--chunk_seconds", "10", "--batch", "2"])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (out["hidden"], out["layers"], out["decoder"]) == (16, 1, "greedy")
+    assert abs(out["audio_s"] - 30.0) < 1e-3
+    assert abs(out["rtf"] - out["processing_s"] / out["audio_s"]) < 1e-3
+    assert set(out["seconds"]) == {"audio+features", "network", "decoding"}
+    assert sum(out["seconds"].values()) <= out["processing_s"] * 1.05 + 0.01
