@@ -17,7 +17,8 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
 
 
 def librispeech_like_frames(n, seed=0):
@@ -29,7 +30,8 @@ def librispeech_like_frames(n, seed=0):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--manifest", default="data/sample/libri_train_manifest.csv")
+    p.add_argument("--manifest",
+                   default=os.path.join(REPO, "data/sample/libri_train_manifest.csv"))
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--buckets", type=int, default=6)
@@ -74,4 +76,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from src.errors import UserError
+    try:
+        main()
+    except UserError as err:  # e.g. the sample corpus not prepared yet
+        sys.exit(f"data_pipeline.py: error: {err} (prepare it: bash scripts/run_data_prep.sh --sample)")
