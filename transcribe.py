@@ -19,21 +19,6 @@ from src.cli import main  # noqa: E402  (after the path fix above)
 from src.errors import UserError  # noqa: E402
 
 
-def split_audio_args(argv):
-    """(option tokens, audio arguments): an option is --key=value or --key VALUE."""
-    options, audio, i = [], [], 0
-    while i < len(argv):
-        if argv[i].startswith("--"):
-            takes_next = "=" not in argv[i] and i + 1 < len(argv) and \
-                not argv[i + 1].startswith("--")
-            options += argv[i:i + 1 + takes_next]
-            i += 1 + takes_next
-        else:
-            audio.append(argv[i])
-            i += 1
-    return options, audio
-
-
 def load_network(cfg):
     """The inference network of --checkpoint, or the MindIR of --mindir, as a callable Cell."""
     t = cfg.transcribe
@@ -97,5 +82,9 @@ def run(cfg, audio):
 
 
 if __name__ == "__main__":
-    options, audio_args = split_audio_args(sys.argv[1:])
+    from src.config import split_arguments
+    pairs, audio_args = split_arguments(sys.argv[1:])
+    options = [f"--{name}={value}" for name, value in pairs]
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        options = ["--help"]
     sys.exit(main("transcribe", __doc__, lambda cfg: run(cfg, audio_args), options))

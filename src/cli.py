@@ -21,7 +21,7 @@ def check_output_dir(path, key):
 
 
 def main(entry, doc, run, argv=None):
-    """Run `run(cfg)` for `entry` (train, eval or export) as a command-line program.
+    """Run `run(cfg)` for `entry` (train, eval, export or transcribe) as a command-line program.
 
     -h/--help prints `doc`. The config is loaded and checked and the environment prepared before
     mindspore is imported (by `run`). A UserError ends the process with one line on stderr and

@@ -155,13 +155,17 @@ def _resolve(name, flat, entry):
     raise ConfigError(f"unknown config key '{name}' (see {DEFAULT_CONFIG} for all keys)")
 
 
-def parse_overrides(argv):
-    """['--a.b=1', '--c', 'x', '--flag'] -> [('a.b', '1'), ('c', 'x'), ('flag', 'true')]."""
-    pairs, i = [], 0
+def split_arguments(argv):
+    """(option pairs, other arguments): ['--a.b=1', 'f.wav', '--c', 'x', '--flag'] ->
+    ([('a.b', '1'), ('c', 'x'), ('flag', 'true')], ['f.wav']). `--key value` takes the next
+    argument as its value unless that starts with --."""
+    pairs, rest, i = [], [], 0
     while i < len(argv):
         arg = argv[i]
         if not arg.startswith("--") or len(arg) == 2:
-            raise ConfigError(f"unexpected argument '{arg}': options look like --key=value")
+            rest.append(arg)
+            i += 1
+            continue
         body = arg[2:]
         if "=" in body:
             name, raw = body.split("=", 1)
@@ -172,6 +176,14 @@ def parse_overrides(argv):
             name, raw = body, "true"
         pairs.append((name.replace("-", "_"), raw))
         i += 1
+    return pairs, rest
+
+
+def parse_overrides(argv):
+    """['--a.b=1', '--c', 'x', '--flag'] -> [('a.b', '1'), ('c', 'x'), ('flag', 'true')]."""
+    pairs, rest = split_arguments(argv)
+    if rest:
+        raise ConfigError(f"unexpected argument '{rest[0]}': options look like --key=value")
     return pairs
 
 

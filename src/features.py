@@ -12,7 +12,7 @@ from src.errors import UserError
 
 # What libsndfile raises for a file it cannot open or decode: RuntimeError/LibsndfileError for
 # corrupt or truncated data, TypeError for headerless (raw) audio, OSError for I/O problems.
-_READ_ERRORS = (RuntimeError, sf.LibsndfileError, TypeError, OSError)
+READ_ERRORS = (RuntimeError, sf.LibsndfileError, TypeError, OSError)
 
 _WINDOWS = {"hamming": np.hamming, "hann": np.hanning, "hanning": np.hanning,
             "blackman": np.blackman, "bartlett": np.bartlett}
@@ -34,11 +34,12 @@ def num_frames(num_samples, hop):
     return 1 + num_samples // hop
 
 
-def _reason(err):
-    text = " ".join(str(err).split())
+def read_error(path, err):
+    """The AudioError for one of READ_ERRORS raised while reading `path`, in one line."""
+    reason = " ".join(str(err).split())
     if isinstance(err, TypeError):  # soundfile asks for a sample rate: no header it knows
-        return "no audio header libsndfile knows (raw or not audio)"
-    return text
+        reason = "no audio header libsndfile knows (raw or not audio)"
+    return AudioError(f"cannot read audio {path}: {reason}")
 
 
 def audio_info(path):
@@ -46,8 +47,8 @@ def audio_info(path):
     the file when there is no header libsndfile can read."""
     try:
         info = sf.info(path)
-    except _READ_ERRORS as err:
-        raise AudioError(f"cannot read audio {path}: {_reason(err)}") from None
+    except READ_ERRORS as err:
+        raise read_error(path, err) from None
     return info.frames, info.samplerate
 
 
@@ -58,15 +59,24 @@ def load_audio(path, sample_rate):
     """
     try:
         data, sr = sf.read(path, dtype="int16", always_2d=True)  # (N, channels)
-    except _READ_ERRORS as err:
-        raise AudioError(f"cannot read audio {path}: {_reason(err)}") from None
+    except READ_ERRORS as err:
+        raise read_error(path, err) from None
     if data.shape[0] == 0:
         raise AudioError(f"audio file {path} is empty")
-    wave = data.astype(np.float32).mean(axis=1) / 32767.0  # (N,)
-    if sr != sample_rate:
-        import librosa  # only when needed: importing librosa costs ~1 s
-        wave = librosa.resample(wave, orig_sr=sr, target_sr=sample_rate).astype(np.float32)
-    return wave
+    return resampled(to_mono(data), sr, sample_rate)
+
+
+def to_mono(data):
+    """int16 samples (N, channels) -> mono float32 (N,), scaled as the zoo (int16 / 32767)."""
+    return data.astype(np.float32).mean(axis=1) / 32767.0
+
+
+def resampled(wave, rate, sample_rate):
+    """`wave` at `rate` -> float32 at `sample_rate` (librosa, only when they differ)."""
+    if rate == sample_rate:
+        return wave
+    import librosa  # only when needed: importing librosa costs ~1 s
+    return librosa.resample(wave, orig_sr=rate, target_sr=sample_rate).astype(np.float32)
 
 
 def window_fn(name, n_fft):
@@ -91,8 +101,14 @@ def spectrogram(wave, n_fft=320, hop=160, window="hamming", normalize=True):
     return spec
 
 
+def features_of(wave, feature_cfg):
+    """Mono waveform at feature_cfg.sample_rate -> the network's input spectrogram (F, T)."""
+    n_fft, hop = stft_params(feature_cfg)
+    return spectrogram(wave, n_fft, hop, feature_cfg.window)
+
+
 def featurize(path, feature_cfg):
     """Audio file -> the network's input spectrogram (F, T): the one path of train, eval, export
-    verification and transcription. Raises AudioError naming the file."""
-    n_fft, hop = stft_params(feature_cfg)
-    return spectrogram(load_audio(path, feature_cfg.sample_rate), n_fft, hop, feature_cfg.window)
+    verification and transcription (which reads long files in chunks, then features_of).
+    Raises AudioError naming the file."""
+    return features_of(load_audio(path, feature_cfg.sample_rate), feature_cfg)

@@ -19,7 +19,16 @@ import numpy as np
 import soundfile as sf
 
 from src.conv_spec import CONV_SPEC
-from src.features import AudioError, audio_info, spectrogram, stft_params
+from src.features import (
+    READ_ERRORS,
+    AudioError,
+    audio_info,
+    features_of,
+    read_error,
+    resampled,
+    stft_params,
+    to_mono,
+)
 from src.inference import eval_mode, log_probs, pad_batch
 from src.manifest import read_manifest
 from src.text import load_labels
@@ -57,30 +66,23 @@ def cut_point(wave, sample_rate, window=CUT_WINDOW):
 def read_chunks(path, sample_rate, chunk_seconds):
     """Yield (offset in seconds, mono float32 wave at `sample_rate`) chunks of `path`.
 
-    Scaled as features.load_audio (int16 / 32767, channels averaged). Raises AudioError naming
-    the file when it cannot be read or decoded.
+    Scaled and resampled as features.load_audio. Raises AudioError naming the file when it
+    cannot be read or decoded.
     """
     try:
         with sf.SoundFile(path) as f:
             rate, limit = f.samplerate, int(chunk_seconds * f.samplerate)
             buffer, offset = np.zeros(0, np.float32), 0
             for block in f.blocks(blocksize=limit, dtype="int16", always_2d=True):
-                buffer = np.concatenate([buffer, block.astype(np.float32).mean(axis=1) / 32767])
+                buffer = np.concatenate([buffer, to_mono(block)])
                 while len(buffer) > limit:
                     cut = cut_point(buffer[:limit], rate)
-                    yield offset / rate, _resampled(buffer[:cut], rate, sample_rate)
+                    yield offset / rate, resampled(buffer[:cut], rate, sample_rate)
                     buffer, offset = buffer[cut:], offset + cut
             if len(buffer):
-                yield offset / rate, _resampled(buffer, rate, sample_rate)
-    except (RuntimeError, sf.LibsndfileError, TypeError, OSError) as err:
-        raise AudioError(f"cannot read audio {path}: {' '.join(str(err).split())}") from None
-
-
-def _resampled(wave, rate, sample_rate):
-    if rate == sample_rate:
-        return wave
-    import librosa  # only when needed: importing librosa costs ~1 s
-    return librosa.resample(wave, orig_sr=rate, target_sr=sample_rate).astype(np.float32)
+                yield offset / rate, resampled(buffer, rate, sample_rate)
+    except READ_ERRORS as err:
+        raise read_error(path, err) from None
 
 
 def words_from_frames(probs, labels, frame_seconds, offset=0.0):
@@ -118,14 +120,14 @@ class Transcriber:
         self.net, self.cfg = net, cfg
         self.seconds = Counter()  # time spent: "audio+features", "network", "decoding"
         self.labels = load_labels(cfg.labels_path)
-        self.n_fft, self.hop = stft_params(cfg.features)
+        _, hop = stft_params(cfg.features)
         time_stride = int(np.prod([layer.stride[1] for layer in CONV_SPEC]))
-        self.frame_seconds = self.hop * time_stride / cfg.features.sample_rate
+        self.frame_seconds = hop * time_stride / cfg.features.sample_rate
 
     def _decode(self, chunks):
         """[(offset, wave)] -> words, with the chunks run as one padded batch."""
         t0 = time.perf_counter()
-        specs = [spectrogram(w, self.n_fft, self.hop, self.cfg.features.window) for _, w in chunks]
+        specs = [features_of(w, self.cfg.features) for _, w in chunks]
         x, lengths = pad_batch(specs, max(s.shape[1] for s in specs))  # (B, 1, F, T), (B,)
         t1 = time.perf_counter()
         probs, out_lengths = log_probs(self.net, x, lengths)  # (T', B, C), (B,)

@@ -141,3 +141,9 @@ def test_wrong_model_files_get_one_line(tiny_model, args, message):
                 *extra], ok=False, cwd=tiny_model)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert message in proc.stderr.strip().splitlines()[-1], proc.stderr[-800:]
+
+
+def test_help_is_printed_for_both_help_flags():
+    for flag in ("-h", "--help"):
+        proc = run([sys.executable, f"{REPO}/transcribe.py", flag])
+        assert "usage: python transcribe.py (--checkpoint CKPT | --mindir FILE.mindir)" in proc.stdout
