@@ -1,13 +1,16 @@
-"""Transcribe recordings with a DeepSpeech2 checkpoint or an exported MindIR (greedy CTC).
+"""Transcribe recordings with a DeepSpeech2 checkpoint or an exported MindIR.
 
 usage: python transcribe.py (--checkpoint CKPT | --mindir FILE.mindir) AUDIO... [--key=value ...]
   e.g. python transcribe.py --checkpoint outputs/checkpoints/DeepSpeech-10_83.ckpt talk.wav
+       python transcribe.py --checkpoint CKPT talk.wav --decode.method=beam \
+           --decode.lm_path=data/lm/3-gram.pruned.3e-7.arpa --decode.alpha=0.8 --decode.beta=1.5
        python transcribe.py --mindir outputs/DeepSpeech2.mindir recordings/ --format=json \
            --output=out.jsonl
 AUDIO: files (wav, flac, ogg, mp3, ... whatever libsndfile reads; any rate and channel count),
 folders (searched recursively) or manifests (.csv/.json). Output: one line of text per file, or
 with --format=json one JSON object per line: path, duration, text, words [{word, start, end,
 confidence}] (seconds of the original file). --chunk_seconds (default 15) cuts long recordings.
+Decoding: --decode.method=greedy (default) or beam (with --decode.lm_path, see eval.py).
 A file that cannot be read is named on stderr and skipped; the exit status is then 1.
 """
 import json

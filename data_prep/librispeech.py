@@ -17,7 +17,6 @@ links are refused and reported. Exit status: 0, or 1 when nothing usable came ou
 """
 import argparse
 import contextlib
-import hashlib
 import io
 import os
 import re
@@ -26,7 +25,6 @@ import sys
 import tarfile
 import threading
 import time
-import urllib.request
 import zlib
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -38,7 +36,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from src.cli import check_output_dir  # noqa: E402  (after the path fix above)
+from data_prep.download import DownloadError, download_file  # noqa: E402,F401  (after the path fix)
+from src.cli import check_output_dir  # noqa: E402
 from src.errors import UserError  # noqa: E402
 from src.manifest import write_manifests  # noqa: E402
 from src.progress import progress  # noqa: E402
@@ -67,41 +66,10 @@ class PrepError(UserError):
 
 
 # ----------------------------------------------------------------------------- download
-def download(subset, dest_dir, url_template=OPENSLR_URL, chunk=1 << 20):
+def download(subset, dest_dir, url_template=OPENSLR_URL):
     """Fetch <subset>.tar.gz into dest_dir, resuming a partial file; verify the MD5 when known."""
-    os.makedirs(dest_dir, exist_ok=True)
-    final = os.path.join(dest_dir, f"{subset}.tar.gz")
-    if os.path.isfile(final):
-        return final
-    part = final + ".part"
-    url = url_template.format(subset=subset)
-    have = os.path.getsize(part) if os.path.isfile(part) else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    with urllib.request.urlopen(request) as response:
-        resumed = have and getattr(response, "status", 200) == 206
-        mode = "ab" if resumed else "wb"
-        total = response.headers.get("Content-Length")
-        bar = progress(total=int(total) if total else None, unit="B", desc=f"download {subset}")
-        with open(part, mode) as f:
-            while True:
-                block = response.read(chunk)
-                if not block:
-                    break
-                f.write(block)
-                bar.update(len(block))
-        bar.close()
-    expected = MD5.get(subset)
-    if expected:
-        digest = hashlib.md5()
-        with open(part, "rb") as f:
-            for block in iter(lambda: f.read(chunk), b""):
-                digest.update(block)
-        if digest.hexdigest() != expected:
-            os.remove(part)
-            raise PrepError(f"{url}: MD5 {digest.hexdigest()} != published {expected}; "
-                            "the partial download was removed, run again")
-    os.replace(part, final)
-    return final
+    return download_file(url_template.format(subset=subset),
+                         os.path.join(dest_dir, f"{subset}.tar.gz"), MD5.get(subset))
 
 
 # ----------------------------------------------------------------------------- audio work

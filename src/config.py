@@ -31,7 +31,8 @@ PATH_KEYS = ("labels_path", "data.train_manifest", "data.val_manifest",
              "train.pre_trained_model_path", "train.checkpoint_dir", "train.resume",
              "train.log_dir", "eval.checkpoint", "eval.manifests", "eval.output_dir",
              "export.checkpoint", "export.file_name", "export.verify_audio",
-             "transcribe.checkpoint", "transcribe.mindir", "transcribe.output")
+             "transcribe.checkpoint", "transcribe.mindir", "transcribe.output",
+             "decode.lm_path", "tune_lm.checkpoint", "tune_lm.manifest", "tune_lm.output_dir")
 
 CHOICES = {
     "device_target": ("CPU", "GPU", "Ascend"),
@@ -44,6 +45,7 @@ CHOICES = {
     "train.jit_level": ("", "O0", "O1", "O2"),
     "export.file_format": ("MINDIR", "AIR", "ONNX"),
     "transcribe.format": ("text", "json"),
+    "decode.method": ("greedy", "beam"),
 }
 
 # key -> (lowest, highest, lowest excluded); None = unbounded.
@@ -76,6 +78,9 @@ RANGES = {
     "train.log_interval": (1, None, False),
     "export.frames": (0, None, False),
     "transcribe.chunk_seconds": (1, None, False),
+    "decode.beam_width": (1, None, False),
+    "tune_lm.alpha_steps": (1, None, False),
+    "tune_lm.beta_steps": (1, None, False),
 }
 
 # Zoo flag names -> keys of this repo, per entry point.
@@ -84,6 +89,7 @@ ALIASES = {
     "eval": {"pretrain_ckpt": "eval.checkpoint", "pre_trained_model_path": "eval.checkpoint"},
     "export": {"pre_trained_model_path": "export.checkpoint"},
     "transcribe": {"pre_trained_model_path": "transcribe.checkpoint"},
+    "tune_lm": {"pre_trained_model_path": "tune_lm.checkpoint"},
 }
 
 
@@ -247,6 +253,17 @@ def check_device_options(cfg):
         raise ConfigError(f"train.jit_level={jit} applies to graph mode; set --mode=graph")
 
 
+def check_decode_options(cfg):
+    """An LM that would be ignored, or that does not exist, is an error before any work."""
+    lm_path = cfg.decode.lm_path
+    if lm_path and cfg.decode.method != "beam" and cfg.entry != "tune_lm":  # tune_lm: always beam
+        raise ConfigError(f"decode.lm_path is set ({lm_path}) but decode.method is "
+                          f"{cfg.decode.method}: add --decode.method=beam to use the LM")
+    if lm_path:
+        from src.decoder import check_lm_file
+        check_lm_file(lm_path)
+
+
 def load_config(argv=(), entry="train", default_path=DEFAULT_CONFIG, cwd=None):
     """Defaults <- optional --config_path YAML <- overrides, checked. Returns a nested EasyDict.
 
@@ -288,6 +305,7 @@ def load_config(argv=(), entry="train", default_path=DEFAULT_CONFIG, cwd=None):
     cfg.entry = entry
     if entry == "train":
         check_device_options(cfg)
+    check_decode_options(cfg)
     return cfg
 
 

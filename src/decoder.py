@@ -1,19 +1,131 @@
-"""CTC decoding of log-probabilities into text (numpy; no torch)."""
+"""CTC decoders: log-probabilities (T, C) of one utterance -> Hypothesis (text + word frames).
+
+    decoder = make_decoder(cfg.decode, labels)   # GreedyDecoder or BeamDecoder
+    hyp = decoder.decode(log_probs)              # log_probs (T, C), T = valid output steps
+    hyp.text, hyp.words                          # "HELLO WORLD", [("HELLO", 0, 9), ...]
+
+Both decoders share this interface, so eval.py, validation, transcribe.py and the LM tuning
+run either one. Word spans are output frames [start, end): the word's first character frame
+to one past its last. Beam search is pyctcdecode's CTC prefix beam search, optionally with a
+KenLM n-gram language model (ARPA or KenLM binary) weighted by alpha, plus beta per word.
+"""
+import os
+from dataclasses import dataclass, field
+
 import numpy as np
+
+from src.errors import UserError
+
+
+@dataclass
+class Hypothesis:
+    text: str
+    words: list = field(default_factory=list)  # [(word, start frame, end frame)]
+
+
+def decoder_settings(decode_cfg):
+    """The settings that define a decoder's output (recorded next to the figures it gives)."""
+    if decode_cfg.method == "greedy":
+        return {"method": "greedy"}
+    return {"method": "beam", "beam_width": int(decode_cfg.beam_width),
+            "lm_path": decode_cfg.lm_path or "", "alpha": float(decode_cfg.alpha),
+            "beta": float(decode_cfg.beta)}
+
+
+class GreedyDecoder:
+    """Best path: argmax per step, repeats merged, blanks removed; words split at spaces."""
+
+    name = "greedy"
+
+    def __init__(self, labels):
+        self.labels = list(labels)
+        self.blank, self.space = len(labels) - 1, self.labels.index(" ")
+
+    def decode(self, log_probs):
+        best = np.asarray(log_probs).argmax(axis=-1)  # (T,)
+        words, current = [], None
+        for t, label in enumerate(best):
+            if label == self.blank or (t > 0 and label == best[t - 1]):
+                if current is not None and label != self.blank:
+                    current[2] = t + 1  # a repeated character frame extends the word
+                continue
+            if label == self.space:
+                current = None
+                continue
+            if current is None:
+                current = ["", t, t + 1]
+                words.append(current)
+            current[0] += self.labels[label]
+            current[2] = t + 1
+        return Hypothesis(" ".join(w[0] for w in words), [tuple(w) for w in words])
+
+
+class BeamDecoder:
+    """CTC prefix beam search (pyctcdecode), with a KenLM language model when lm_path is set.
+
+    alpha weighs the LM's natural-log probability, beta is added per word; pyctcdecode reads
+    labels.json as it is ("_" is its blank, " " its word separator).
+    """
+
+    def __init__(self, labels, beam_width, lm_path="", alpha=0.5, beta=1.0):
+        try:
+            from pyctcdecode import build_ctcdecoder
+        except ImportError:
+            raise UserError("beam search needs pyctcdecode and kenlm: "
+                            "pip install -r requirements.txt") from None
+        self.beam_width = int(beam_width)
+        self.name = "beam+lm" if lm_path else "beam"
+        kwargs = {}
+        if lm_path:
+            check_lm_file(lm_path)
+            kwargs = {"kenlm_model_path": lm_path, "alpha": float(alpha), "beta": float(beta)}
+        try:
+            self._decoder = build_ctcdecoder(list(labels), **kwargs)
+        except (OSError, RuntimeError, ValueError) as err:
+            raise UserError(f"cannot load language model {lm_path}: "
+                            f"{str(err).strip().splitlines()[0]}") from None
+
+    def set_weights(self, alpha, beta):
+        """Change the LM weights without reloading the LM (used by the alpha/beta search)."""
+        self._decoder.reset_params(alpha=float(alpha), beta=float(beta))
+
+    def decode(self, log_probs):
+        text, _, frames, _, _ = self._decoder.decode_beams(
+            np.asarray(log_probs, np.float64), beam_width=self.beam_width)[0]
+        words = [(w, int(s), int(e)) for w, (s, e) in frames]
+        return Hypothesis(text, words)
+
+
+def check_lm_file(path):
+    """One clear line for an LM file that KenLM (built without zlib here) cannot read."""
+    if not os.path.isfile(path):
+        raise UserError(f"language model not found: {path}")
+    if path.endswith(".gz"):
+        raise UserError(f"language model {path} is gzip-compressed; this KenLM reads plain ARPA "
+                        f"or KenLM binary files: gunzip -k {path} and use "
+                        f"{path[:-3]}")
+
+
+def make_decoder(decode_cfg, labels):
+    """The decoder that decode_cfg (the config's decode section) describes."""
+    if decode_cfg.method == "greedy":
+        return GreedyDecoder(labels)
+    return BeamDecoder(labels, decode_cfg.beam_width, decode_cfg.lm_path, decode_cfg.alpha,
+                       decode_cfg.beta)
+
+
+def make_decoders(decode_cfg, labels):
+    """The configured decoder, then greedy when it is not greedy (for side-by-side figures)."""
+    decoder = make_decoder(decode_cfg, labels)
+    return [decoder] if decoder.name == "greedy" else [decoder, GreedyDecoder(labels)]
+
+
+def decode_batch(decoder, log_probs, lengths):
+    """log_probs (T, B, C), lengths (B,) -> one Hypothesis per utterance."""
+    probs = np.asarray(log_probs)
+    return [decoder.decode(probs[:int(n), b]) for b, n in enumerate(np.asarray(lengths))]
 
 
 def greedy_decode(log_probs, lengths, labels):
-    """Best path per utterance: argmax per step, repeats merged, blanks removed.
-
-    log_probs: (T, B, C) array; lengths: (B,) valid steps; labels: list, blank last.
-    Returns a list of B strings.
-    """
-    blank = len(labels) - 1
-    best = np.asarray(log_probs).argmax(axis=-1)  # (T, B)
-    texts = []
-    for b, n in enumerate(np.asarray(lengths)):
-        path = best[: int(n), b]
-        keep = np.ones(len(path), dtype=bool)
-        keep[1:] = path[1:] != path[:-1]
-        texts.append("".join(labels[i] for i in path[keep] if i != blank))
-    return texts
+    """Greedy texts of a batch: log_probs (T, B, C), lengths (B,) -> B strings."""
+    return [h.text for h in decode_batch(GreedyDecoder(labels), log_probs, lengths)]

@@ -1,4 +1,5 @@
-"""Greedy evaluation of an inference network over manifests (eval.py and per-epoch validation)."""
+"""Evaluation of an inference network over manifests with one or more CTC decoders (eval.py and
+per-epoch validation); the network runs once per batch whatever the number of decoders."""
 import json
 import os
 import shutil
@@ -10,26 +11,31 @@ from src.metrics import ErrorRate
 from src.progress import progress
 
 
-def evaluate_manifest(infer_net, manifest, cfg, encoder, desc="eval", rank=0, group_size=1):
-    """Decode every usable utterance of `manifest`; the network's train/eval mode is restored.
+def evaluate_manifest(infer_net, manifest, cfg, encoder, decoders, desc="eval", rank=0,
+                      group_size=1):
+    """Decode every usable utterance of `manifest` with each decoder (src.decoder); the
+    network's train/eval mode is restored.
 
-    Returns (ErrorRate, [(audio, reference, hypothesis)], Report of skipped utterances). Audio
-    that fails while decoding is skipped, counted and named in the report like a bad header.
-    With group_size > 1 this rank decodes every group_size-th utterance from `rank` on and
-    returns its shard's ErrorRate (sum them with ErrorRate.all_reduce for the whole manifest).
+    Returns ({decoder name: ErrorRate}, [(audio, reference, {decoder name: hypothesis})],
+    Report of skipped utterances). Audio that fails while decoding is skipped, counted and
+    named in the report like a bad header. With group_size > 1 this rank decodes every
+    group_size-th utterance from `rank` on and returns its shard's ErrorRates (sum them with
+    ErrorRate.all_reduce for the whole manifest).
     """
     utts, report = load_utterances(manifest, cfg, encoder, ctc_filter=False)
     utts = utts[rank::group_size]
-    rates, pairs = ErrorRate(), []
+    rates, pairs = {d.name: ErrorRate() for d in decoders}, []
     bar = progress(total=len(utts), desc=desc, unit="utt", leave=False)
-    for i, hyp, err in recognize(infer_net, [u.audio for u in utts], [u.frames for u in utts],
-                                 cfg, encoder.labels, bar=bar):
+    for i, hyps, err in recognize(infer_net, [u.audio for u in utts], [u.frames for u in utts],
+                                  cfg, decoders, bar=bar):
         if err is not None:
             report["unreadable audio"] += 1
             report.files.append(err)
             continue
-        rates.update(utts[i].text, hyp)
-        pairs.append((utts[i].audio, utts[i].text, hyp))
+        texts = {d.name: h.text for d, h in zip(decoders, hyps)}
+        for name, text in texts.items():
+            rates[name].update(utts[i].text, text)
+        pairs.append((utts[i].audio, utts[i].text, texts))
     bar.close()
     return rates, pairs, report
 
@@ -70,14 +76,27 @@ def set_aside_previous(output_dir, log=print):
 
 
 def write_results(output_dir, name, rates, pairs, report):
-    """<output_dir>/<name with / as __>.txt with every reference/hypothesis pair; returns the
-    summary entry (WER, CER, counts, the pairs file, and the utterances skipped)."""
+    """<output_dir>/<name with / as __>.txt with every reference and hypothesis ("HYP: " of
+    the first decoder, then "HYP (<name>): " of the others); returns the summary entry: the
+    first decoder's WER, CER and counts, every decoder's under "decoders", the pairs file, and
+    the utterances skipped."""
     pairs_file = name.replace("/", "__") + ".txt"
     with open(os.path.join(output_dir, pairs_file), "w", encoding="utf-8") as f:
-        for audio, ref, hyp in pairs:
-            f.write(f"{audio}\nREF: {ref}\nHYP: {hyp}\n\n")
-    return {**rates.summary(), "pairs_file": pairs_file, "skipped": dict(report),
-            "skipped_files": report.files}
+        for audio, ref, hyps in pairs:
+            (_, first), *others = hyps.items()
+            lines = "".join(f"HYP ({decoder}): {hyp}\n" for decoder, hyp in others)
+            f.write(f"{audio}\nREF: {ref}\nHYP: {first}\n{lines}\n")
+    first = next(iter(rates.values()))
+    return {**first.summary(), "decoders": {k: r.summary() for k, r in rates.items()},
+            "pairs_file": pairs_file, "skipped": dict(report), "skipped_files": report.files}
+
+
+def rates_text(rates):
+    """'WER 12.00%  CER 4.00%' for one decoder, or 'beam+lm: WER ..  |  greedy: WER ..'."""
+    texts = {k: f"WER {r.wer:.2f}%  CER {r.cer:.2f}%" for k, r in rates.items()}
+    if len(texts) == 1:
+        return next(iter(texts.values()))
+    return "  |  ".join(f"{k}: {t}" for k, t in texts.items())
 
 
 def write_summary(output_dir, summary):

@@ -12,7 +12,6 @@ import mindspore as ms
 import numpy as np
 
 from src.dataset import make_batches
-from src.decoder import greedy_decode
 from src.features import AudioError, featurize
 
 
@@ -74,9 +73,9 @@ def log_probs(net, x, lengths):
     return out.asnumpy(), out_lengths.asnumpy()
 
 
-def recognize(net, paths, frames, cfg, labels, desc="decode", bar=None):
-    """Greedy transcripts of audio files: yields (index, text or None, error or None) per file,
-    in batch order. `bar` (optional) is updated once per file."""
+def utterance_log_probs(net, paths, frames, cfg, bar=None):
+    """Network outputs of audio files: yields (index, log-probabilities (T'_i, C) or None,
+    error or None) per file, in batch order. `bar` (optional) is updated once per file."""
     with eval_mode(net):
         for indices, x, lengths, failures in feature_batches(
                 paths, frames, cfg, cfg.data.batch_size, cfg.data.num_parallel_workers):
@@ -84,7 +83,14 @@ def recognize(net, paths, frames, cfg, labels, desc="decode", bar=None):
                 yield i, None, err
             if indices:
                 probs, out_lengths = log_probs(net, x, lengths)  # (T', B, C), (B,)
-                for i, text in zip(indices, greedy_decode(probs, out_lengths, labels)):
-                    yield i, text, None
+                for b, i in enumerate(indices):
+                    yield i, probs[:int(out_lengths[b]), b], None
             if bar is not None:
                 bar.update(len(indices) + len(failures))
+
+
+def recognize(net, paths, frames, cfg, decoders, bar=None):
+    """Transcripts of audio files by each of `decoders` (src.decoder): yields (index,
+    [Hypothesis per decoder] or None, error or None) per file, in batch order."""
+    for i, probs, err in utterance_log_probs(net, paths, frames, cfg, bar):
+        yield i, None if probs is None else [d.decode(probs) for d in decoders], err

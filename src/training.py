@@ -20,6 +20,7 @@ from src.checkpoints import (
 )
 from src.config import to_dict
 from src.dataset import create_dataset, iterate, load_utterances, training_source
+from src.decoder import make_decoder
 from src.deepspeech2 import InferenceNet, build_network
 from src.errors import UserError
 from src.evaluate import evaluate_manifest
@@ -93,6 +94,7 @@ class TrainingRun:
     source: object
     network: object
     infer_net: object  # the same network with log-softmax, for validation
+    decoder: object  # decode.*, for validation
     train_step: object
     lr: np.ndarray
     start: int = 0
@@ -163,11 +165,12 @@ def setup_run(cfg, rank=0, group_size=1):
     logger.info("log file: %s (rank %d of %d)", os.path.abspath(log_path), rank, group_size)
     logger.info("config: %s", json.dumps(to_dict(cfg)))
     encoder, source = load_training_data(cfg, rank, group_size, logger)
+    decoder = make_decoder(cfg.decode, encoder.labels)
     network, lr, train_step = build_model(cfg, group_size, source.steps_per_epoch,
                                           encoder.blank_id, logger)
     start = resume_position(cfg, train_step, source.steps_per_epoch, logger)
     return TrainingRun(cfg, rank, group_size, logger, encoder, source, network,
-                       InferenceNet(network), train_step, lr, start)
+                       InferenceNet(network), decoder, train_step, lr, start)
 
 
 def record_step(run, metrics, step, loss, ok, batch_size, bar):
@@ -202,7 +205,8 @@ def maybe_checkpoint(run, step, epoch_end):
 
 
 def validate(run, metrics, step):
-    """Greedy WER/CER of the validation manifest, logged and written to metrics.jsonl.
+    """WER/CER of the validation manifest with the configured decoder (decode.*), logged and
+    written to metrics.jsonl with the decoder's name.
 
     Data-parallel: every rank decodes its shard and the error counts are summed, so no rank
     waits in a collective while another validates alone (a long wait would hit the HCCL/NCCL
@@ -210,15 +214,16 @@ def validate(run, metrics, step):
     """
     epoch = step // run.source.steps_per_epoch + 1
     rates, _, report = evaluate_manifest(run.infer_net, run.cfg.data.val_manifest, run.cfg,
-                                         run.encoder, desc="validation", rank=run.rank,
-                                         group_size=run.group_size)
+                                         run.encoder, [run.decoder], desc="validation",
+                                         rank=run.rank, group_size=run.group_size)
+    rates = rates[run.decoder.name]
     if run.group_size > 1:
         rates.all_reduce()
     skipped = f"; skipped: {report.text()}" if report else ""
-    run.logger.info("epoch %d validation: WER %.2f%% CER %.2f%% (%d utterances%s)",
-                    epoch, rates.wer, rates.cer, rates.utterances, skipped)
+    run.logger.info("epoch %d validation: WER %.2f%% CER %.2f%% (%s, %d utterances%s)",
+                    epoch, rates.wer, rates.cer, run.decoder.name, rates.utterances, skipped)
     metrics.write(json.dumps({"step": step + 1, "epoch": epoch, "val_wer": rates.wer,
-                              "val_cer": rates.cer}) + "\n")
+                              "val_cer": rates.cer, "decoder": run.decoder.name}) + "\n")
     metrics.flush()
 
 

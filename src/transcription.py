@@ -1,4 +1,4 @@
-"""Transcribe recordings: audio files -> chunks -> features -> network -> greedy CTC -> words.
+"""Transcribe recordings: audio files -> chunks -> features -> network -> CTC decoder -> words.
 
     t = Transcriber(net, cfg)                  # an InferenceNet or a MindIR GraphCell
     result = t.transcribe(path)                # {"path", "duration", "text", "words": [...]}
@@ -19,6 +19,7 @@ import numpy as np
 import soundfile as sf
 
 from src.conv_spec import CONV_SPEC
+from src.decoder import make_decoder
 from src.features import (
     READ_ERRORS,
     AudioError,
@@ -85,41 +86,41 @@ def read_chunks(path, sample_rate, chunk_seconds):
         raise read_error(path, err) from None
 
 
-def words_from_frames(probs, labels, frame_seconds, offset=0.0):
-    """Words of the greedy CTC path of one utterance's log-probabilities (T', C).
-
-    Returns [{"word", "start", "end", "confidence"}]: start/end in seconds (offset + frames x
-    frame_seconds, end after the word's last character frame), confidence the mean probability
-    of the word's character frames.
-    """
-    blank, space = len(labels) - 1, labels.index(" ")
+def word_confidence(probs, start, end, blank, space):
+    """Mean probability of the characters the best path emits in frames [start, end) of one
+    utterance's log-probabilities (T', C) (repeats of the previous frame's label are not new
+    emissions); without any there (a word only a beam found), the mean best non-blank
+    probability over the span."""
     best = probs.argmax(axis=1)  # (T',)
-    words, current = [], None
-    for t, label in enumerate(best):
-        if label == blank or (t > 0 and label == best[t - 1]):
-            continue  # blanks and repeats of the previous frame's label emit nothing
-        if label == space:
-            current = None
-            continue
-        if current is None:
-            current = {"chars": [], "frames": []}
-            words.append(current)
-        current["chars"].append(labels[label])
-        current["frames"].append(t)
-    return [{"word": "".join(w["chars"]),
-             "start": round(offset + w["frames"][0] * frame_seconds, 3),
-             "end": round(offset + (w["frames"][-1] + 1) * frame_seconds, 3),
-             "confidence": round(float(np.exp(probs[w["frames"], best[w["frames"]]]).mean()), 4)}
-            for w in words]
+    frames = [t for t in range(start, end) if best[t] not in (blank, space)
+              and (t == 0 or best[t] != best[t - 1])]
+    if frames:
+        return float(np.exp(probs[frames, best[frames]]).mean())
+    span = np.delete(probs[start:max(end, start + 1)], blank, axis=1)  # (frames, C - 1)
+    return float(np.exp(span.max(axis=1)).mean())
+
+
+def timed_words(hypothesis, probs, labels, frame_seconds, offset=0.0):
+    """[{"word", "start", "end", "confidence"}] of a decoder's Hypothesis for one utterance's
+    log-probabilities (T', C): times in seconds (offset + frames x frame_seconds, end after
+    the word's last character frame)."""
+    blank, space = len(labels) - 1, labels.index(" ")
+    return [{"word": word,
+             "start": round(offset + start * frame_seconds, 3),
+             "end": round(offset + end * frame_seconds, 3),
+             "confidence": round(word_confidence(probs, start, end, blank, space), 4)}
+            for word, start, end in hypothesis.words]
 
 
 class Transcriber:
-    """Greedy transcription of recordings with an inference network (checkpoint or MindIR)."""
+    """Transcription of recordings with an inference network (checkpoint or MindIR) and the
+    configured decoder (decode.*)."""
 
     def __init__(self, net, cfg):
         self.net, self.cfg = net, cfg
         self.seconds = Counter()  # time spent: "audio+features", "network", "decoding"
         self.labels = load_labels(cfg.labels_path)
+        self.decoder = make_decoder(cfg.decode, self.labels)
         _, hop = stft_params(cfg.features)
         time_stride = int(np.prod([layer.stride[1] for layer in CONV_SPEC]))
         self.frame_seconds = hop * time_stride / cfg.features.sample_rate
@@ -134,8 +135,9 @@ class Transcriber:
         t2 = time.perf_counter()
         words = []
         for b, (offset, _) in enumerate(chunks):
-            words += words_from_frames(probs[:int(out_lengths[b]), b], self.labels,
-                                       self.frame_seconds, offset)
+            utterance = probs[:int(out_lengths[b]), b]  # (T'_b, C)
+            words += timed_words(self.decoder.decode(utterance), utterance, self.labels,
+                                 self.frame_seconds, offset)
         self.seconds.update({"audio+features": t1 - t0, "network": t2 - t1,
                              "decoding": time.perf_counter() - t2})
         return words

@@ -180,7 +180,7 @@ def test_download_resumes_and_checks_md5(tmp_path):
     try:
         librispeech.download("dev-clean", str(dest), url)
         raise AssertionError("MD5 mismatch not detected")
-    except librispeech.PrepError as err:
+    except librispeech.DownloadError as err:
         assert "MD5" in str(err)
     assert not (dest / "dev-clean.tar.gz").exists()
     (served / "my-subset.tar.gz").write_bytes(payload)  # no published MD5: accepted as is

@@ -48,6 +48,8 @@ def files(ms_context, sample_data, tmp_path_factory):
     (root / "latin1.csv").write_text(f"{wav},{root}/latin1.txt\n")
     (root / "samples5.json").write_text(json.dumps({"root_path": str(root), "samples": 5}))
     (root / "list.json").write_text("[]")
+    (root / "lm.arpa.gz").write_bytes(b"\x1f\x8b")
+    (root / "broken.arpa").write_text("\\data\\\nngram 1=2\n\n\\1-grams:\nnot numbers\n")
     return root
 
 
@@ -105,6 +107,23 @@ CASES = [
                                   "--file_name={d}/afile/net"], "export.file_name's folder: cannot"),
     ("air on cpu", [PY, "export.py", "--file_format=AIR", "--checkpoint={d}/tiny.ckpt"],
      "AIR export needs"),
+    ("missing lm", [PY, "eval.py", "--checkpoint={d}/tiny.ckpt", "--decode.method=beam",
+                    "--decode.lm_path={d}/none.arpa"], "language model not found: {d}/none.arpa"),
+    ("lm without beam", [PY, "transcribe.py", "--checkpoint={d}/tiny.ckpt", "x.wav",
+                         "--decode.lm_path={d}/lm.arpa.gz"], "add --decode.method=beam"),
+    ("gzipped lm", [PY, "eval.py", "--checkpoint={d}/tiny.ckpt", "--decode.method=beam",
+                    "--decode.lm_path={d}/lm.arpa.gz"], "gunzip -k {d}/lm.arpa.gz"),
+    ("broken lm", [PY, "eval.py", "--checkpoint={d}/tiny.ckpt", "--decode.method=beam",
+                   "--decode.lm_path={d}/broken.arpa", "--manifests={d}/train.csv"],
+     "cannot load language model {d}/broken.arpa"),
+    ("decode method", [PY, "eval.py", "--decode.method=viterbi"],
+     "'decode.method' must be one of greedy, beam"),
+    ("beam width", [PY, "transcribe.py", "--decode.beam_width=0"],
+     "'decode.beam_width' must be >= 1"),
+    ("tune without lm", [PY, "tune_lm.py", "--checkpoint={d}/tiny.ckpt"],
+     "no language model to tune"),
+    ("build_lm order", [PY, "data_prep/build_lm.py", "--order=1", "--text={d}/t.txt"],
+     "--order must be at least 2"),
     ("data_prep source", prep_command("{d}/none", "{d}/out"), "source_dir not found"),
     ("data_prep target", prep_command(f"{REPO}/data_prep/sample", "{d}/afile/out"),
      "--target_dir: cannot write to {d}/afile/out"),

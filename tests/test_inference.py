@@ -9,7 +9,7 @@ def test_batched_recognition_equals_each_file_alone_and_skips_bad_files(ms_conte
                                                                         tmp_path):
     ms = ms_context
     from src.config import load_config
-    from src.decoder import greedy_decode
+    from src.decoder import GreedyDecoder, greedy_decode
     from src.deepspeech2 import InferenceNet, build_network
     from src.evaluate import evaluate_manifest
     from src.features import featurize
@@ -30,7 +30,9 @@ def test_batched_recognition_equals_each_file_alone_and_skips_bad_files(ms_conte
 
     net.set_train(True)
     moving = {p.name: p.asnumpy().copy() for p in net.get_parameters() if "moving" in p.name}
-    got = {i: (text, err) for i, text, err in recognize(net, paths, frames, cfg, encoder.labels)}
+    greedy = [GreedyDecoder(encoder.labels)]
+    got = {i: (hyps and hyps[0].text, err)
+           for i, hyps, err in recognize(net, paths, frames, cfg, greedy)}
     assert net.training  # restored
     assert all(np.array_equal(moving[p.name], p.asnumpy()) for p in net.get_parameters()
                if "moving" in p.name)
@@ -47,8 +49,8 @@ def test_batched_recognition_equals_each_file_alone_and_skips_bad_files(ms_conte
         assert got[i] == (alone, None), path
 
     net.set_train(True)
-    rates, pairs, report = evaluate_manifest(net, manifest, cfg, encoder)
-    assert net.training and rates.utterances == 7 and not report
+    rates, pairs, report = evaluate_manifest(net, manifest, cfg, encoder, greedy)
+    assert net.training and rates["greedy"].utterances == 7 and not report
 
 
 def test_an_empty_shard_yields_nothing(ms_context):

@@ -9,8 +9,9 @@ import pytest
 import soundfile as sf
 
 from conftest import REPO, run
+from src.decoder import GreedyDecoder
 from src.text import load_labels
-from src.transcription import cut_point, read_chunks, words_from_frames
+from src.transcription import cut_point, read_chunks, timed_words
 
 LABELS = load_labels(f"{REPO}/labels.json")
 
@@ -23,17 +24,21 @@ def frames_of(path_labels, peak=0.9):
     return np.log(probs)
 
 
+def greedy_words(probs, frame_seconds, offset=0.0):
+    return timed_words(GreedyDecoder(LABELS).decode(probs), probs, LABELS, frame_seconds, offset)
+
+
 def test_words_times_and_confidence_from_a_synthetic_alignment():
     #        0123456789012345
     path = "__HH_I_ _YOU__'D"  # repeats merge, blanks split, ' ' ends a word
     probs = frames_of(path)
     probs[3, LABELS.index("H")] = np.log(0.5)  # the second H frame only counts as a repeat
-    words = words_from_frames(probs, LABELS, frame_seconds=0.02, offset=10.0)
+    words = greedy_words(probs, frame_seconds=0.02, offset=10.0)
     assert [w["word"] for w in words] == ["HI", "YOU'D"]
     assert (words[0]["start"], words[0]["end"]) == (10.04, 10.12)  # H at frame 2, I at 5
     assert (words[1]["start"], words[1]["end"]) == (10.18, 10.32)  # frames 9..15
     assert words[0]["confidence"] == pytest.approx(0.9)  # frames 2 (H) and 5 (I)
-    assert words_from_frames(frames_of("____"), LABELS, 0.02) == []
+    assert greedy_words(frames_of("____"), 0.02) == []
 
 
 def test_chunks_cut_in_silence_cover_the_file_exactly(tmp_path):

@@ -1,0 +1,54 @@
+"""Resumable downloads (openslr archives and language models) with a progress bar and MD5 check."""
+import hashlib
+import os
+import urllib.request
+
+from src.errors import UserError
+from src.progress import progress
+
+
+class DownloadError(UserError):
+    """A download that failed in a way the user can act on."""
+
+
+def md5_of(path, chunk=1 << 20):
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download_file(url, final, md5=None, chunk=1 << 20):
+    """Fetch `url` into `final` through `final`.part, resuming a partial file when the server
+    honours Range requests (HTTP 206); an existing `final` is kept as it is. With `md5`, a
+    mismatch removes the partial file and raises DownloadError. Returns `final`."""
+    if os.path.isfile(final):
+        return final
+    os.makedirs(os.path.dirname(os.path.abspath(final)), exist_ok=True)
+    part = final + ".part"
+    have = os.path.getsize(part) if os.path.isfile(part) else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        response = urllib.request.urlopen(request)
+    except (OSError, ValueError) as err:
+        raise DownloadError(f"cannot download {url}: {err}") from None
+    with response:
+        resumed = bool(have) and getattr(response, "status", 200) == 206
+        total = response.headers.get("Content-Length")
+        total = int(total) + (have if resumed else 0) if total else None
+        bar = progress(total=total, initial=have if resumed else 0, unit="B",
+                       desc=f"download {os.path.basename(final)}")
+        with open(part, "ab" if resumed else "wb") as f:
+            for block in iter(lambda: response.read(chunk), b""):
+                f.write(block)
+                bar.update(len(block))
+        bar.close()
+    if md5:
+        digest = md5_of(part, chunk)
+        if digest != md5:
+            os.remove(part)
+            raise DownloadError(f"{url}: MD5 {digest} != published {md5}; "
+                                "the partial download was removed, run again")
+    os.replace(part, final)
+    return final
