@@ -31,7 +31,7 @@ def run(cfg):
     out = check_output_dir(cfg.eval.output_dir, "eval.output_dir")
     from src.checkpoints import network_from_checkpoint
     from src.context import setup_context
-    from src.decoder import decoder_settings, make_decoders
+    from src.decoder import decoder_pools, decoder_settings
     from src.deepspeech2 import InferenceNet
     from src.evaluate import (
         evaluate_manifest,
@@ -43,7 +43,6 @@ def run(cfg):
     )
     from src.text import make_encoder
     encoder = make_encoder(cfg)
-    decoders = make_decoders(cfg.decode, encoder.labels)  # an unreadable LM fails before the rest
     setup_context(cfg)
     net = InferenceNet(network_from_checkpoint(cfg, cfg.eval.checkpoint))
     for manifest in manifests:
@@ -54,12 +53,18 @@ def run(cfg):
     set_aside_previous(out)
     summary = {"checkpoint": cfg.eval.checkpoint, "decoder": decoder_settings(cfg.decode),
                "results": {}}
-    for name, manifest in zip(result_names(manifests), manifests):
-        rates, pairs, skipped = evaluate_manifest(net, manifest, cfg, encoder, decoders, desc=name)
-        summary["results"][name] = {"manifest": manifest, **write_results(out, name, rates, pairs, skipped)}
-        note = f"; skipped: {skipped.text()} (see summary.json)" if skipped else ""
-        count = next(iter(rates.values())).utterances
-        print(f"{name}: {rates_text(rates)}  ({count} utterances{note})")
+    pools = decoder_pools(cfg.decode, encoder.labels, with_greedy=True)
+    try:
+        for name, manifest in zip(result_names(manifests), manifests):
+            rates, pairs, skipped = evaluate_manifest(net, manifest, cfg, encoder, pools, desc=name)
+            summary["results"][name] = {"manifest": manifest,
+                                        **write_results(out, name, rates, pairs, skipped)}
+            note = f"; skipped: {skipped.text()} (see summary.json)" if skipped else ""
+            count = next(iter(rates.values())).utterances
+            print(f"{name}: {rates_text(rates)}  ({count} utterances{note})")
+    finally:
+        for pool in pools:
+            pool.close()
     path = write_summary(out, summary)
     print(f"results: {out} (summary: {path})")
 

@@ -74,6 +74,7 @@ def run(cfg, audio):
             bar.update(1)
         bar.close()
     finally:
+        transcriber.close()
         if out_path:
             out.close()
     if out_path:

@@ -1,7 +1,9 @@
-"""This repo's training step vs the PyTorch reference, side by side, in alternating rounds.
+"""This repo's training step (or inference pass) vs the PyTorch reference, in alternating rounds.
 
     python benchmarks/compare_torch.py --torch_python ../torch-venv/bin/python \
         --hidden 256 --layers 3 --rounds 3
+    python benchmarks/compare_torch.py --torch_python ../torch-venv/bin/python --infer \
+        --batch 1 --frames 3000
 
 Each round runs benchmarks/train_step.py, then the reference (../shared/bench/
 torch_ds2_reference.py by default, in the interpreter given by --torch_python, which must have
@@ -53,12 +55,13 @@ def main(argv=None):
     p.add_argument("--frames", type=int, default=1000)
     p.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--infer", action="store_true", help="compare the inference pass (both --infer)")
     a = p.parse_args(argv)
     for path, what in ((a.torch_python, "--torch_python"), (a.reference, "--reference")):
         if not os.path.isfile(path):
             p.error(f"{what} not found: {path}")
     shape = ["--hidden", str(a.hidden), "--layers", str(a.layers), "--batch", str(a.batch),
-             "--frames", str(a.frames), "--steps", str(a.steps)]
+             "--frames", str(a.frames), "--steps", str(a.steps)] + (["--infer"] if a.infer else [])
     # each framework at its own best setting: neither gets oneDNN capped at AVX2
     env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
     rounds = []
@@ -74,7 +77,8 @@ def main(argv=None):
         rounds.append(row)
     summary = {key: statistics.median(row[key] for row in rounds) for key in rounds[0]
                if key != "round"}
-    print(json.dumps({"summary": True, "hidden": a.hidden, "layers": a.layers, "batch": a.batch,
+    mode = "infer" if a.infer else "train"
+    print(json.dumps({"summary": True, "mode": mode, "hidden": a.hidden, "layers": a.layers, "batch": a.batch,
                       "frames": a.frames, "rounds": a.rounds,
                       "ratios": [round(row["ratio"], 3) for row in rounds],
                       **{f"median_{k}": round(v, 3) for k, v in summary.items()}}))

@@ -9,9 +9,10 @@ speech; a seeded speech-like noise when the sample is not prepared). Each size i
 with random weights by transcribe.py's Transcriber (chunks of --chunk_seconds, batches of
 --batch), greedy: the network costs the same whatever its weights. Beam search costs what the
 outputs' shape makes it cost, and random weights give flat outputs that no trained model
-produces (every label stays a candidate in every frame), so with --checkpoint (a trained model)
-and --lm the beam rows decode that model's outputs of the same recording and add the time to
-the size's greedy figures: processing_s = greedy processing - greedy decoding + beam decoding.
+produces (every label stays a candidate in every frame). So with --checkpoint (a trained model)
+and --lm, the beam rows run each size's network for real (its time is what is measured) while
+the decoder, in --workers processes beside it as transcribe.py runs it, gets the trained
+model's outputs of the same chunk batches (recorded once).
 Fields: rtf = processing seconds / audio seconds; seconds split into audio+features, network
 and decoding; peak_rss_mb of this process (it grows with the largest model measured so far).
 """
@@ -56,22 +57,38 @@ def make_recording(path, minutes, rate=16000, seed=0):
     return source
 
 
-class KeepOutputs:
-    """A decoder that keeps each chunk's log-probabilities (T', C) and outputs nothing."""
+class Recorded:
+    """A network wrapper that keeps every output of the wrapped network (trained model)."""
 
-    name = "keep"
+    def __init__(self, net):
+        self.net, self.outputs = net, []
+        self.training = False
 
-    def __init__(self):
-        self.outputs = []
+    def set_train(self, mode):
+        self.net.set_train(mode)
+        self.training = mode
 
-    def decode(self, log_probs):
-        from src.decoder import Hypothesis
-        self.outputs.append(log_probs.copy())
-        return Hypothesis("")
+    def __call__(self, x, lengths):
+        out = self.net(x, lengths)
+        self.outputs.append(out)
+        return out
 
 
-def greedy_row(transcriber, audio):
-    """Time one transcription after a warm-up (graph compiles for the chunk shapes)."""
+class Replayed(Recorded):
+    """Runs the wrapped network (its time is the cost measured) but returns the recorded
+    outputs of the trained model for the same chunk batches, so the decoder sees real outputs."""
+
+    def __init__(self, net, outputs):
+        super().__init__(net)
+        self.replay = iter(outputs)
+
+    def __call__(self, x, lengths):
+        self.net(x, lengths)[0].asnumpy()  # wait for the computation
+        return next(self.replay)
+
+
+def timed_run(transcriber, audio):
+    """(result, seconds, split) of one transcription after a warm-up (graph compiles)."""
     transcriber.transcribe(audio)
     transcriber.seconds.clear()
     t0 = time.perf_counter()
@@ -79,26 +96,18 @@ def greedy_row(transcriber, audio):
     return result, time.perf_counter() - t0, dict(transcriber.seconds)
 
 
-def beam_seconds(outputs, labels, width, a):
-    """Seconds to beam-decode all chunk outputs with the LM (the LM load not counted)."""
-    from src.decoder import BeamDecoder
-    decoder = BeamDecoder(labels, width, a.lm, a.alpha, a.beta)
-    t0 = time.perf_counter()
-    words = sum(len(decoder.decode(o).words) for o in outputs)
-    return time.perf_counter() - t0, words
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--minutes", type=float, default=5.0)
     p.add_argument("--sizes", default="256x3,1024x5", help="hidden x layers, comma-separated")
     p.add_argument("--chunk_seconds", type=float, default=15.0)
-    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--batch", type=int, default=8, help="transcribe.chunks_per_batch")
     p.add_argument("--checkpoint", default="", help="trained model whose outputs beam decodes")
     p.add_argument("--lm", default="", help="ARPA/KenLM language model for the beam rows")
     p.add_argument("--alpha", type=float, default=0.5)
     p.add_argument("--beta", type=float, default=1.0)
     p.add_argument("--beam_widths", default="16,128")
+    p.add_argument("--workers", type=int, default=1, help="decode.workers of the beam rows")
     a = p.parse_args(argv)
     if bool(a.checkpoint) != bool(a.lm):
         p.error("beam rows need both --checkpoint and --lm")
@@ -113,47 +122,54 @@ def main(argv=None):
     from src.deepspeech2 import InferenceNet, build_network
     from src.transcription import Transcriber
 
-    def config(hidden, layers):
+    def config(hidden, layers, *decode):
         return load_config([f"--hidden_size={hidden}", f"--num_layers={layers}",
-                            f"--batch_size={a.batch}", f"--chunk_seconds={a.chunk_seconds}"],
-                           entry="transcribe")
+                            f"--chunks_per_batch={a.batch}",
+                            f"--chunk_seconds={a.chunk_seconds}",
+                            *decode], entry="transcribe")
+
+    def row(hidden, layers, decoder, width, result, processing, split, greedy_s):
+        return {"hidden": hidden, "layers": layers, "decoder": decoder, "beam_width": width,
+                "workers": a.workers if width else 0, "mindspore": ms.__version__,
+                "audio": source, "audio_s": result["duration"], "chunk_seconds": a.chunk_seconds,
+                "batch": a.batch, "processing_s": round(processing, 3),
+                "rtf": round(processing / result["duration"], 4),
+                "vs_greedy": round(processing / greedy_s, 3),
+                "seconds": {k: round(v, 3) for k, v in split.items()},
+                "words": len(result["words"]),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
     with tempfile.TemporaryDirectory() as tmp:
         audio = os.path.join(tmp, "recording.wav")
         source = make_recording(audio, a.minutes)
-        outputs = []
-        if a.checkpoint:
+        trained = []
+        if a.checkpoint:  # the trained model's outputs of every chunk batch, in order
             cfg = config(256, 3)
             setup_context(cfg)
-            keeper = Transcriber(InferenceNet(network_from_checkpoint(
-                cfg, a.checkpoint, log=lambda m: None)), cfg)
-            keeper.decoder = KeepOutputs()
-            keeper.transcribe(audio)
-            outputs = keeper.decoder.outputs
+            recorder = Recorded(InferenceNet(network_from_checkpoint(cfg, a.checkpoint,
+                                                                     log=lambda m: None)))
+            Transcriber(recorder, cfg).transcribe(audio)
+            trained = recorder.outputs
         for size in a.sizes.split(","):
             hidden, layers = map(int, size.split("x"))
             cfg = config(hidden, layers)
             setup_context(cfg)
-            transcriber = Transcriber(InferenceNet(build_network(cfg)), cfg)
-            result, total, seconds = greedy_row(transcriber, audio)
-            rows = [("greedy", None, total, seconds, len(result["words"]))]
-            for width in [int(w) for w in a.beam_widths.split(",")] if outputs else []:
-                decoding, words = beam_seconds(outputs, transcriber.labels, width, a)
-                beam_total = total - seconds["decoding"] + decoding
-                rows.append(("beam+lm", width, beam_total, {**seconds, "decoding": decoding},
-                             words))
-            greedy_total = total
-            for decoder, width, processing, split, words in rows:
-                print(json.dumps({
-                    "hidden": hidden, "layers": layers, "decoder": decoder, "beam_width": width,
-                    "mindspore": ms.__version__, "audio": source,
-                    "audio_s": result["duration"], "chunk_seconds": a.chunk_seconds,
-                    "batch": a.batch, "processing_s": round(processing, 3),
-                    "rtf": round(processing / result["duration"], 4),
-                    "vs_greedy": round(processing / greedy_total, 3),
-                    "seconds": {k: round(v, 3) for k, v in split.items()}, "words": words,
-                    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}),
-                    flush=True)
+            net = InferenceNet(build_network(cfg))
+            result, greedy_s, split = timed_run(Transcriber(net, cfg), audio)
+            print(json.dumps(row(hidden, layers, "greedy", None, result, greedy_s, split,
+                                 greedy_s)), flush=True)
+            for width in [int(w) for w in a.beam_widths.split(",")] if trained else []:
+                beam_cfg = config(hidden, layers, "--decode.method=beam",
+                                  f"--decode.beam_width={width}", f"--decode.lm_path={a.lm}",
+                                  f"--decode.alpha={a.alpha}", f"--decode.beta={a.beta}",
+                                  f"--decode.workers={a.workers}")
+                transcriber = Transcriber(Replayed(net, trained * 2), beam_cfg)  # warm-up too
+                try:
+                    result, seconds, split = timed_run(transcriber, audio)
+                finally:
+                    transcriber.close()
+                print(json.dumps(row(hidden, layers, "beam+lm", width, result, seconds, split,
+                                     greedy_s)), flush=True)
 
 
 if __name__ == "__main__":

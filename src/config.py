@@ -78,7 +78,9 @@ RANGES = {
     "train.log_interval": (1, None, False),
     "export.frames": (0, None, False),
     "transcribe.chunk_seconds": (1, None, False),
+    "transcribe.chunks_per_batch": (1, None, False),
     "decode.beam_width": (1, None, False),
+    "decode.workers": (0, None, False),
     "tune_lm.alpha_steps": (1, None, False),
     "tune_lm.beta_steps": (1, None, False),
 }

@@ -9,10 +9,13 @@ run either one. Word spans are output frames [start, end): the word's first char
 to one past its last. Beam search is pyctcdecode's CTC prefix beam search, optionally with a
 KenLM n-gram language model (ARPA or KenLM binary) weighted by alpha, plus beta per word.
 """
+import multiprocessing
 import os
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+from easydict import EasyDict
 
 from src.errors import UserError
 
@@ -74,7 +77,7 @@ class BeamDecoder:
             raise UserError("beam search needs pyctcdecode and kenlm: "
                             "pip install -r requirements.txt") from None
         self.beam_width = int(beam_width)
-        self.name = "beam+lm" if lm_path else "beam"
+        self.name = "beam+lm" if lm_path else "beam"  # = make_name of its config
         kwargs = {}
         if lm_path:
             check_lm_file(lm_path)
@@ -114,10 +117,63 @@ def make_decoder(decode_cfg, labels):
                        decode_cfg.beta)
 
 
-def make_decoders(decode_cfg, labels):
-    """The configured decoder, then greedy when it is not greedy (for side-by-side figures)."""
-    decoder = make_decoder(decode_cfg, labels)
-    return [decoder] if decoder.name == "greedy" else [decoder, GreedyDecoder(labels)]
+class DecoderPool:
+    """A decoder run in `workers` spawned processes beside the network (each loads the LM once);
+    inline when workers is 0 or the decoder is greedy (cheaper than shipping its input).
+
+        pool = DecoderPool(cfg.decode, labels, workers=1)
+        future = pool.submit(log_probs)        # (T, C) -> Future of a Hypothesis
+        pool.close()
+
+    Workers are spawned, not forked: the parent holds MindSpore's threads. An error while
+    decoding (an LM that does not load) comes back from future.result() as the UserError.
+    """
+
+    def __init__(self, decode_cfg, labels, workers):
+        self.settings, self.labels = decoder_settings(decode_cfg), tuple(labels)
+        self.name = make_name(decode_cfg)
+        inline = workers == 0 or decode_cfg.method == "greedy"
+        self._decoder = make_decoder(decode_cfg, labels) if inline else None
+        self._pool = None if inline else ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"))
+
+    def submit(self, log_probs):
+        if self._pool is not None:
+            return self._pool.submit(_decode_in_worker, self.settings, self.labels, log_probs)
+        future = Future()
+        future.set_result(self._decoder.decode(log_probs))
+        return future
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+
+_WORKER_DECODERS = {}
+
+
+def _decode_in_worker(settings, labels, log_probs):
+    key = (tuple(sorted(settings.items())), labels)
+    if key not in _WORKER_DECODERS:
+        _WORKER_DECODERS[key] = BeamDecoder(labels, settings["beam_width"], settings["lm_path"],
+                                            settings["alpha"], settings["beta"])
+    return _WORKER_DECODERS[key].decode(log_probs)
+
+
+def make_name(decode_cfg):
+    """The name a decoder of decode_cfg reports its figures under."""
+    if decode_cfg.method == "greedy":
+        return "greedy"
+    return "beam+lm" if decode_cfg.lm_path else "beam"
+
+
+def decoder_pools(decode_cfg, labels, with_greedy=False):
+    """[DecoderPool of the configured decoder] (decode.workers processes), then a greedy one
+    when with_greedy and the configured decoder is not greedy (side-by-side figures)."""
+    pools = [DecoderPool(decode_cfg, labels, decode_cfg.workers)]
+    if with_greedy and decode_cfg.method != "greedy":
+        pools.append(DecoderPool(EasyDict(method="greedy"), labels, 0))
+    return pools
 
 
 def decode_batch(decoder, log_probs, lengths):

@@ -11,9 +11,9 @@ from src.metrics import ErrorRate
 from src.progress import progress
 
 
-def evaluate_manifest(infer_net, manifest, cfg, encoder, decoders, desc="eval", rank=0,
+def evaluate_manifest(infer_net, manifest, cfg, encoder, pools, desc="eval", rank=0,
                       group_size=1):
-    """Decode every usable utterance of `manifest` with each decoder (src.decoder); the
+    """Decode every usable utterance of `manifest` with each DecoderPool (src.decoder); the
     network's train/eval mode is restored.
 
     Returns ({decoder name: ErrorRate}, [(audio, reference, {decoder name: hypothesis})],
@@ -24,15 +24,15 @@ def evaluate_manifest(infer_net, manifest, cfg, encoder, decoders, desc="eval", 
     """
     utts, report = load_utterances(manifest, cfg, encoder, ctc_filter=False)
     utts = utts[rank::group_size]
-    rates, pairs = {d.name: ErrorRate() for d in decoders}, []
+    rates, pairs = {p.name: ErrorRate() for p in pools}, []
     bar = progress(total=len(utts), desc=desc, unit="utt", leave=False)
     for i, hyps, err in recognize(infer_net, [u.audio for u in utts], [u.frames for u in utts],
-                                  cfg, decoders, bar=bar):
+                                  cfg, pools, bar=bar):
         if err is not None:
             report["unreadable audio"] += 1
             report.files.append(err)
             continue
-        texts = {d.name: h.text for d, h in zip(decoders, hyps)}
+        texts = {p.name: h.text for p, h in zip(pools, hyps)}
         for name, text in texts.items():
             rates[name].update(utts[i].text, text)
         pairs.append((utts[i].audio, utts[i].text, texts))

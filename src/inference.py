@@ -6,6 +6,7 @@ to decode is reported and skipped instead of ending the run; batches are padded 
 bucket lengths of src.dataset.make_batches, so graph mode compiles a handful of shapes.
 """
 import contextlib
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import mindspore as ms
@@ -89,8 +90,25 @@ def utterance_log_probs(net, paths, frames, cfg, bar=None):
                 bar.update(len(indices) + len(failures))
 
 
-def recognize(net, paths, frames, cfg, decoders, bar=None):
-    """Transcripts of audio files by each of `decoders` (src.decoder): yields (index,
-    [Hypothesis per decoder] or None, error or None) per file, in batch order."""
+def recognize(net, paths, frames, cfg, pools, bar=None):
+    """Transcripts of audio files by each of `pools` (src.decoder.DecoderPool): yields (index,
+    [Hypothesis per pool] or None, error or None) per file, in batch order. Decoding runs
+    beside the network: a file's result is yielded once it is done or more than two batches
+    of files wait behind it."""
+    pending = deque()  # (index, [Future per pool] or None, error)
+    window = 2 * cfg.data.batch_size
     for i, probs, err in utterance_log_probs(net, paths, frames, cfg, bar):
-        yield i, None if probs is None else [d.decode(probs) for d in decoders], err
+        pending.append((i, None if probs is None else [p.submit(probs) for p in pools], err))
+        while pending and (len(pending) > window or _done(pending[0])):
+            yield _result(pending.popleft())
+    while pending:
+        yield _result(pending.popleft())
+
+
+def _done(item):
+    return item[1] is None or all(f.done() for f in item[1])
+
+
+def _result(item):
+    i, futures, err = item
+    return i, None if futures is None else [f.result() for f in futures], err

@@ -20,10 +20,11 @@ from src.checkpoints import (
 )
 from src.config import to_dict
 from src.dataset import create_dataset, iterate, load_utterances, training_source
-from src.decoder import make_decoder
+from src.decoder import decoder_pools
 from src.deepspeech2 import InferenceNet, build_network
 from src.errors import UserError
 from src.evaluate import evaluate_manifest
+from src.freeze import freeze
 from src.lr_generator import get_lr
 from src.progress import progress
 from src.text import make_encoder
@@ -94,7 +95,6 @@ class TrainingRun:
     source: object
     network: object
     infer_net: object  # the same network with log-softmax, for validation
-    decoder: object  # decode.*, for validation
     train_step: object
     lr: np.ndarray
     start: int = 0
@@ -133,6 +133,11 @@ def build_model(cfg, group_size, steps_per_epoch, blank, logger):
         load_weights(network, read_checkpoint(cfg.train.pre_trained_model_path),
                      source=cfg.train.pre_trained_model_path)
         logger.info("weights loaded from %s", cfg.train.pre_trained_model_path)
+    if cfg.train.freeze:
+        frozen = freeze(network, cfg.train.freeze)
+        trained = sum(p.size for p in network.trainable_params())
+        logger.info("frozen (train.freeze %s): %d parameter tensors; %d trainable values left",
+                    ",".join(cfg.train.freeze), len(frozen), trained)
     lr_init = cfg.train.learning_rate
     if group_size > 1 and cfg.train.lr_scaling == "linear":
         lr_init *= group_size  # the global batch is group_size x batch_size
@@ -165,12 +170,11 @@ def setup_run(cfg, rank=0, group_size=1):
     logger.info("log file: %s (rank %d of %d)", os.path.abspath(log_path), rank, group_size)
     logger.info("config: %s", json.dumps(to_dict(cfg)))
     encoder, source = load_training_data(cfg, rank, group_size, logger)
-    decoder = make_decoder(cfg.decode, encoder.labels)
     network, lr, train_step = build_model(cfg, group_size, source.steps_per_epoch,
                                           encoder.blank_id, logger)
     start = resume_position(cfg, train_step, source.steps_per_epoch, logger)
     return TrainingRun(cfg, rank, group_size, logger, encoder, source, network,
-                       InferenceNet(network), decoder, train_step, lr, start)
+                       InferenceNet(network), train_step, lr, start)
 
 
 def record_step(run, metrics, step, loss, ok, batch_size, bar):
@@ -213,17 +217,21 @@ def validate(run, metrics, step):
     timeout) and the figures equal one process decoding everything.
     """
     epoch = step // run.source.steps_per_epoch + 1
-    rates, _, report = evaluate_manifest(run.infer_net, run.cfg.data.val_manifest, run.cfg,
-                                         run.encoder, [run.decoder], desc="validation",
-                                         rank=run.rank, group_size=run.group_size)
-    rates = rates[run.decoder.name]
+    pools = decoder_pools(run.cfg.decode, run.encoder.labels)
+    try:
+        rates, _, report = evaluate_manifest(run.infer_net, run.cfg.data.val_manifest, run.cfg,
+                                             run.encoder, pools, desc="validation",
+                                             rank=run.rank, group_size=run.group_size)
+    finally:
+        pools[0].close()
+    decoder, rates = next(iter(rates.items()))
     if run.group_size > 1:
         rates.all_reduce()
     skipped = f"; skipped: {report.text()}" if report else ""
     run.logger.info("epoch %d validation: WER %.2f%% CER %.2f%% (%s, %d utterances%s)",
-                    epoch, rates.wer, rates.cer, run.decoder.name, rates.utterances, skipped)
+                    epoch, rates.wer, rates.cer, decoder, rates.utterances, skipped)
     metrics.write(json.dumps({"step": step + 1, "epoch": epoch, "val_wer": rates.wer,
-                              "val_cer": rates.cer, "decoder": run.decoder.name}) + "\n")
+                              "val_cer": rates.cer, "decoder": decoder}) + "\n")
     metrics.flush()
 
 

@@ -13,13 +13,13 @@ original file.
 """
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
 
 import numpy as np
 import soundfile as sf
 
 from src.conv_spec import CONV_SPEC
-from src.decoder import make_decoder
+from src.decoder import DecoderPool
 from src.features import (
     READ_ERRORS,
     AudioError,
@@ -36,6 +36,9 @@ from src.text import load_labels
 
 AUDIO_EXTENSIONS = tuple(f".{ext.lower()}" for ext in sf.available_formats())
 CUT_WINDOW = 0.010  # seconds: the energy frame in which a chunk boundary is chosen
+PAD_FRAMES = 100  # chunk batches are padded to a multiple of this (1 s): a few compiled shapes
+                  # for any recording instead of one per distinct chunk length (each costs a
+                  # compile and keeps its memory: 9.5 GB peak at the zoo size on 5 min of speech)
 
 
 def audio_inputs(args):
@@ -114,33 +117,47 @@ def timed_words(hypothesis, probs, labels, frame_seconds, offset=0.0):
 
 class Transcriber:
     """Transcription of recordings with an inference network (checkpoint or MindIR) and the
-    configured decoder (decode.*)."""
+    configured decoder (decode.*), which runs in decode.workers processes beside the network
+    (close() ends them). At most two batches of chunks wait for their decoder, so memory stays
+    bounded however long the file."""
 
     def __init__(self, net, cfg):
         self.net, self.cfg = net, cfg
         self.seconds = Counter()  # time spent: "audio+features", "network", "decoding"
         self.labels = load_labels(cfg.labels_path)
-        self.decoder = make_decoder(cfg.decode, self.labels)
+        self.pool = DecoderPool(cfg.decode, self.labels, cfg.decode.workers)
         _, hop = stft_params(cfg.features)
         time_stride = int(np.prod([layer.stride[1] for layer in CONV_SPEC]))
         self.frame_seconds = hop * time_stride / cfg.features.sample_rate
 
-    def _decode(self, chunks):
-        """[(offset, wave)] -> words, with the chunks run as one padded batch."""
+    def close(self):
+        self.pool.close()
+
+    def _network(self, chunks):
+        """[(offset, wave)] -> [(offset, log-probabilities (T'_b, C))], the chunks run as one
+        batch padded to a multiple of PAD_FRAMES (padding does not change the outputs)."""
         t0 = time.perf_counter()
         specs = [features_of(w, self.cfg.features) for _, w in chunks]
-        x, lengths = pad_batch(specs, max(s.shape[1] for s in specs))  # (B, 1, F, T), (B,)
+        longest = max(s.shape[1] for s in specs)
+        x, lengths = pad_batch(specs, -(-longest // PAD_FRAMES) * PAD_FRAMES)  # (B, 1, F, T)
         t1 = time.perf_counter()
         probs, out_lengths = log_probs(self.net, x, lengths)  # (T', B, C), (B,)
-        t2 = time.perf_counter()
-        words = []
-        for b, (offset, _) in enumerate(chunks):
-            utterance = probs[:int(out_lengths[b]), b]  # (T'_b, C)
-            words += timed_words(self.decoder.decode(utterance), utterance, self.labels,
-                                 self.frame_seconds, offset)
-        self.seconds.update({"audio+features": t1 - t0, "network": t2 - t1,
-                             "decoding": time.perf_counter() - t2})
-        return words
+        self.seconds.update({"audio+features": t1 - t0, "network": time.perf_counter() - t1})
+        return [(offset, probs[:int(out_lengths[b]), b]) for b, (offset, _) in enumerate(chunks)]
+
+    def _submit(self, offset, probs):
+        t0 = time.perf_counter()
+        future = self.pool.submit(probs)  # an inline (greedy) decoder decodes here
+        self.seconds["decoding"] += time.perf_counter() - t0
+        return offset, probs, future
+
+    def _words(self, pending):
+        """The timed words of the oldest chunk waiting for its decoder."""
+        offset, probs, future = pending.popleft()
+        t0 = time.perf_counter()
+        hypothesis = future.result()
+        self.seconds["decoding"] += time.perf_counter() - t0
+        return timed_words(hypothesis, probs, self.labels, self.frame_seconds, offset)
 
     def transcribe(self, path):
         """{"path", "duration", "text", "words"} of one file. Raises AudioError naming it."""
@@ -149,7 +166,8 @@ class Transcriber:
         samples, rate = audio_info(path)
         if samples == 0:
             raise AudioError(f"audio file {path} is empty")
-        words, batch = [], []
+        size = self.cfg.transcribe.chunks_per_batch
+        words, batch, pending = [], [], deque()
         with eval_mode(self.net):
             chunks = read_chunks(path, self.cfg.features.sample_rate,
                                  self.cfg.transcribe.chunk_seconds)
@@ -157,13 +175,16 @@ class Transcriber:
                 t0 = time.perf_counter()
                 chunk = next(chunks, None)  # reading and resampling count as audio time
                 self.seconds["audio+features"] += time.perf_counter() - t0
+                if chunk is not None:
+                    batch.append(chunk)
+                if batch and (chunk is None or len(batch) == size):
+                    pending += [self._submit(*c) for c in self._network(batch)]
+                    batch = []
+                    while len(pending) > 2 * size:
+                        words += self._words(pending)
                 if chunk is None:
                     break
-                batch.append(chunk)
-                if len(batch) == self.cfg.data.batch_size:
-                    words += self._decode(batch)
-                    batch = []
-            if batch:
-                words += self._decode(batch)
+            while pending:
+                words += self._words(pending)
         return {"path": path, "duration": round(samples / rate, 3),
                 "text": " ".join(w["word"] for w in words), "words": words}

@@ -9,7 +9,7 @@ def test_batched_recognition_equals_each_file_alone_and_skips_bad_files(ms_conte
                                                                         tmp_path):
     ms = ms_context
     from src.config import load_config
-    from src.decoder import GreedyDecoder, greedy_decode
+    from src.decoder import decoder_pools, greedy_decode
     from src.deepspeech2 import InferenceNet, build_network
     from src.evaluate import evaluate_manifest
     from src.features import featurize
@@ -30,7 +30,7 @@ def test_batched_recognition_equals_each_file_alone_and_skips_bad_files(ms_conte
 
     net.set_train(True)
     moving = {p.name: p.asnumpy().copy() for p in net.get_parameters() if "moving" in p.name}
-    greedy = [GreedyDecoder(encoder.labels)]
+    greedy = decoder_pools(cfg.decode, encoder.labels)  # the default: greedy
     got = {i: (hyps and hyps[0].text, err)
            for i, hyps, err in recognize(net, paths, frames, cfg, greedy)}
     assert net.training  # restored

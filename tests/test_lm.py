@@ -224,3 +224,30 @@ def test_download_resumes_over_http_and_unpacks_arpa_gz(tmp_path):
     run([sys.executable, f"{REPO}/data_prep/build_lm.py", "--download", "librispeech-vocab",
          "--out_dir", "lm2", "--url_template", url], cwd=tmp_path)
     assert (tmp_path / "lm2" / "librispeech-vocab.txt").read_text() == "A\nB\n"
+
+
+def test_a_decoder_pool_worker_decodes_as_the_decoder_itself_and_reports_lm_errors(tmp_path):
+    from easydict import EasyDict
+
+    from src.decoder import DecoderPool
+    from src.errors import UserError
+    lm_path = tmp_path / "cars.arpa"
+    write_arpa(estimate([["THE", "CAR", "IS", "RED"], ["A", "CAR"]] * 5, 3), lm_path)
+    log_probs = log_probs_of("THE_ CAX_ IS_ RED", overrides=[(7, {"T": 0.5, "R": 0.4})])
+    settings = EasyDict(method="beam", beam_width=16, lm_path=str(lm_path), alpha=0.5, beta=0.0)
+    pool = DecoderPool(settings, LABELS, workers=1)
+    try:
+        futures = [pool.submit(log_probs), pool.submit(log_probs[:9])]
+        want = [BeamDecoder(LABELS, 16, str(lm_path), 0.5, 0.0).decode(p)
+                for p in (log_probs, log_probs[:9])]
+        assert [f.result() for f in futures] == want
+        assert want[0].text == "THE CAR IS RED"
+    finally:
+        pool.close()
+    (tmp_path / "broken.arpa").write_text("\\data\\\nngram 1=2\n\n\\1-grams:\nnot numbers\n")
+    pool = DecoderPool(EasyDict(settings, lm_path=str(tmp_path / "broken.arpa")), LABELS, 1)
+    try:
+        with pytest.raises(UserError, match="cannot load language model"):
+            pool.submit(log_probs).result()
+    finally:
+        pool.close()

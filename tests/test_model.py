@@ -167,3 +167,41 @@ def test_lstm_layers_return_the_input_dtype_under_a_float16_kernel(ms_context):
     assert want.dtype == got.dtype == ms.float32
     assert not np.array_equal(got.asnumpy(), want.asnumpy())  # the float16 kernel did run
     np.testing.assert_allclose(got.asnumpy(), want.asnumpy(), atol=2e-3)
+
+
+def test_a_batch_of_one_runs_the_inference_kernel_with_the_same_values(ms_context):
+    """cpu_batch1: in eval mode a batch of one goes through the is_training=False LSTM primitive
+    (oneDNN's inference kernel) and gives the values of the default path; batches of two and
+    training mode keep the default path (a doubling stand-in for the primitive shows which ran)."""
+    ms = ms_context
+    from mindspore import nn, ops
+
+    from src.deepspeech2 import MaskedLSTM
+
+    class Doubled(nn.Cell):
+        def __init__(self, primitive):
+            super().__init__()
+            self.primitive = primitive
+
+        def construct(self, x, h, c, w):
+            out = self.primitive(x, h, c, w)
+            return (out[0] * 2,) + out[1:]
+
+    reference = MaskedLSTM(12, 16)
+    fast, marked = MaskedLSTM(12, 16, cpu_batch1=True), MaskedLSTM(12, 16, cpu_batch1=True)
+    for lstm in (fast, marked):
+        ms.load_param_into_net(lstm, {p.name: p for p in reference.get_parameters()})
+    marked.lstm_inference = Doubled(ops.LSTM(12, 16, 1, True, False, 0.0))
+    rng = np.random.default_rng(2)
+    one = ms.Tensor(rng.standard_normal((40, 1, 12)).astype(np.float32))
+    two = ms.Tensor(rng.standard_normal((40, 2, 12)).astype(np.float32))
+    len1, len2 = ms.Tensor(np.array([40], np.int32)), ms.Tensor(np.array([40, 33], np.int32))
+    for lstm in (reference, fast, marked):
+        lstm.set_train(False)
+    want = reference(one, len1).asnumpy()  # (T, 1, H)
+    np.testing.assert_allclose(fast(one, len1).asnumpy(), want, atol=1e-5)
+    np.testing.assert_allclose(marked(one, len1).asnumpy(), 2 * want, atol=1e-5)  # it ran
+    np.testing.assert_allclose(marked(two, len2).asnumpy(), reference(two, len2).asnumpy(),
+                               atol=1e-6)
+    marked.set_train(True)
+    np.testing.assert_allclose(marked(one, len1).asnumpy(), want, atol=1e-6)
