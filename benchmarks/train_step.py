@@ -11,6 +11,7 @@ after one warm-up step (graph compile), "frames_per_s" = batch * frames / step_s
 clipping) with the config's defaults; --fast_conv 0 times the plain nn.Conv2d path.
 --parts also times, on the same shapes, forward+backward of the conv front-end and of one
 bidirectional LSTM layer (the first, and one of the later ones): where a step's time goes.
+--freeze times the step with train.freeze prefixes frozen (fine-tuning the last layers only).
 --infer times the inference pass as eval.py and transcribe.py run it (InferenceNet in eval mode,
 log-softmax, the log-probabilities copied to numpy) with "mode": "infer", like the reference's
 --infer; "mode" is "train" otherwise.
@@ -36,6 +37,8 @@ def main(argv=None):
     p.add_argument("--device_target", default="CPU", choices=["CPU", "GPU", "Ascend"])
     p.add_argument("--fast_conv", type=int, default=1, choices=[0, 1])
     p.add_argument("--parts", action="store_true", help="also time the front-end and one LSTM")
+    p.add_argument("--freeze", default="",
+                   help="train.freeze prefixes, comma-separated (e.g. conv,RNN.lstms.0)")
     p.add_argument("--infer", action="store_true",
                    help="time the inference pass (eval mode, log-softmax, no gradients) instead")
     a = p.parse_args(argv)
@@ -58,6 +61,9 @@ def main(argv=None):
     setup_context(cfg)
     rng = np.random.default_rng(0)
     net = build_network(cfg)
+    if a.freeze:
+        from src.freeze import freeze
+        freeze(net, a.freeze.split(","))
     if not a.infer:  # no optimizer state in an inference measurement (peak RSS)
         lr = get_lr(1e-4, 1, a.steps + 1)
         step = build_train_step(net, build_optimizer(net, cfg, lr), cfg, blank=28)
@@ -87,7 +93,7 @@ def main(argv=None):
         "framework": "mindspore", "version": ms.__version__, "hidden": a.hidden,
         "layers": a.layers, "batch": a.batch, "frames": a.frames, "device": a.device_target,
         "fast_conv": bool(a.fast_conv), "threads": os.cpu_count(),
-        "mode": "infer" if a.infer else "train",
+        "mode": "infer" if a.infer else "train", "freeze": a.freeze,
         "params": sum(int(np.prod(q.shape)) for q in net.trainable_params()),
         "first_step_s": times[0], "step_s_median": med, "step_s_all": times[1:],
         "frames_per_s": a.batch * a.frames / med, "loss": loss, "parts_fwd_bwd_s": parts,

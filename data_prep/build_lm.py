@@ -26,7 +26,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 from data_prep.download import download_file  # noqa: E402  (after the path fix above)
-from src.cli import check_output_dir  # noqa: E402
+from src.cli import check_output_dir, tool_main  # noqa: E402
 from src.errors import UserError  # noqa: E402
 from src.manifest import read_manifest  # noqa: E402
 from src.ngram import estimate, write_arpa  # noqa: E402
@@ -164,7 +164,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as err:
-        sys.exit(f"build_lm.py: error: {err}")
+    sys.exit(tool_main("build_lm.py", main))

@@ -4,6 +4,7 @@ import os
 import re
 
 import mindspore as ms
+import numpy as np
 
 from src.deepspeech2 import build_network, infer_model_size
 from src.errors import UserError
@@ -78,7 +79,7 @@ def checkpoint_name(epoch, step_in_epoch, weights_only=False):
     return f"{CKPT_PREFIX}-{epoch}_{step_in_epoch}{'_weights' if weights_only else ''}.ckpt"
 
 
-def _atomic_save(save, path):
+def atomic_save(save, path):
     """save(tmp) then fsync and rename: a kill leaves either the old file set or the new one."""
     folder = os.path.dirname(os.path.abspath(path))
     # ends in .ckpt: MindSpore would append it otherwise
@@ -111,10 +112,10 @@ def save_checkpoint(train_step, network, ckpt_dir, epoch, step_in_epoch, global_
     os.makedirs(ckpt_dir, exist_ok=True)
     path = os.path.join(ckpt_dir, checkpoint_name(epoch, step_in_epoch))
     position = {"epoch_num": epoch, "step_num": global_step}
-    _atomic_save(lambda tmp: ms.save_checkpoint(train_step, tmp, append_dict=position), path)
+    atomic_save(lambda tmp: ms.save_checkpoint(train_step, tmp, append_dict=position), path)
     if weights_copy:
         weights = os.path.join(ckpt_dir, checkpoint_name(epoch, step_in_epoch, True))
-        _atomic_save(lambda tmp: ms.save_checkpoint(network, tmp), weights)
+        atomic_save(lambda tmp: ms.save_checkpoint(network, tmp), weights)
     if keep_max > 0:
         for _, old in list_checkpoints(ckpt_dir)[:-keep_max]:
             for stale in (old, old[:-len(".ckpt")] + "_weights.ckpt"):
@@ -122,6 +123,29 @@ def save_checkpoint(train_step, network, ckpt_dir, epoch, step_in_epoch, global_
                     os.chmod(stale, 0o600)  # MindSpore writes checkpoints read-only
                     os.remove(stale)
     return path
+
+
+def average_checkpoints(paths, out):
+    """Write the mean of the network parameters of `paths` (BatchNorm statistics included,
+    optimizer state dropped) to `out` as a weights-only checkpoint; all must have one shape."""
+    total, shapes = None, None
+    for path in paths:
+        params = {k: v.asnumpy().astype(np.float64) for k, v in
+                  network_params(read_checkpoint(path)).items()}
+        layout = {k: v.shape for k, v in params.items()}
+        if total is None:
+            total, shapes = params, layout
+            continue
+        if layout != shapes:
+            raise CheckpointError(f"{path} does not have the parameters of {paths[0]}")
+        for k, v in params.items():
+            total[k] += v
+    folder = os.path.dirname(os.path.abspath(out))
+    os.makedirs(folder, exist_ok=True)
+    mean = [{"name": k, "data": ms.Tensor((v / len(paths)).astype(np.float32))}
+            for k, v in total.items()]
+    atomic_save(lambda tmp: ms.save_checkpoint(mean, tmp), out)
+    return out
 
 
 def find_resume_checkpoint(resume, ckpt_dir, log):

@@ -37,3 +37,12 @@ def main(entry, doc, run, argv=None):
         return run(cfg) or 0
     except UserError as err:
         sys.exit(f"{entry}.py: error: {err}")
+
+
+def tool_main(name, tool):
+    """Run the main() of an argparse tool (data_prep, averaging): a UserError ends it with one
+    line on stderr and exit status 1; other exceptions keep their traceback."""
+    try:
+        return tool()
+    except UserError as err:
+        sys.exit(f"{name}: error: {err}")

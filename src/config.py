@@ -46,6 +46,7 @@ CHOICES = {
     "export.file_format": ("MINDIR", "AIR", "ONNX"),
     "transcribe.format": ("text", "json"),
     "decode.method": ("greedy", "beam"),
+    "train.best_metric": ("cer", "wer"),
 }
 
 # key -> (lowest, highest, lowest excluded); None = unbounded.
@@ -75,6 +76,7 @@ RANGES = {
     "train.save_checkpoint_steps": (0, None, False),
     "train.keep_checkpoint_max": (0, None, False),
     "train.max_bad_steps": (0, None, False),
+    "train.early_stop_patience": (0, None, False),
     "train.log_interval": (1, None, False),
     "export.frames": (0, None, False),
     "transcribe.chunk_seconds": (1, None, False),

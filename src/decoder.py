@@ -5,9 +5,10 @@
     hyp.text, hyp.words                          # "HELLO WORLD", [("HELLO", 0, 9), ...]
 
 Both decoders share this interface, so eval.py, validation, transcribe.py and the LM tuning
-run either one. Word spans are output frames [start, end): the word's first character frame
-to one past its last. Beam search is pyctcdecode's CTC prefix beam search, optionally with a
-KenLM n-gram language model (ARPA or KenLM binary) weighted by alpha, plus beta per word.
+run either one; DecoderPool runs one in worker processes beside the network (decode.workers).
+Word spans are output frames [start, end): the word's first character frame to one past its
+last. Beam search is pyctcdecode's CTC prefix beam search, optionally with a KenLM n-gram
+language model (ARPA or KenLM binary) weighted by alpha, plus beta per word.
 """
 import multiprocessing
 import os

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from src.best import BEST_CKPT, BestTracker
 from src.checkpoints import (
+    checkpoint_name,
     find_resume_checkpoint,
     load_weights,
     read_checkpoint,
@@ -19,6 +21,7 @@ from src.checkpoints import (
     save_checkpoint,
 )
 from src.config import to_dict
+from src.curves import plot_curves
 from src.dataset import create_dataset, iterate, load_utterances, training_source
 from src.decoder import decoder_pools
 from src.deepspeech2 import InferenceNet, build_network
@@ -95,6 +98,7 @@ class TrainingRun:
     source: object
     network: object
     infer_net: object  # the same network with log-softmax, for validation
+    best: object  # BestTracker: DeepSpeech-best.ckpt and early stopping
     train_step: object
     lr: np.ndarray
     start: int = 0
@@ -173,8 +177,13 @@ def setup_run(cfg, rank=0, group_size=1):
     network, lr, train_step = build_model(cfg, group_size, source.steps_per_epoch,
                                           encoder.blank_id, logger)
     start = resume_position(cfg, train_step, source.steps_per_epoch, logger)
+    best = BestTracker(f"val_{cfg.train.best_metric}", cfg.train.early_stop_patience,
+                       cfg.train.checkpoint_dir, resumed=start > 0)
+    if best.record:
+        logger.info("best so far: %s %.2f at epoch %d (%s)", best.record["metric"],
+                    best.record["value"], best.record["epoch"], BEST_CKPT)
     return TrainingRun(cfg, rank, group_size, logger, encoder, source, network,
-                       InferenceNet(network), train_step, lr, start)
+                       InferenceNet(network), best, train_step, lr, start)
 
 
 def record_step(run, metrics, step, loss, ok, batch_size, bar):
@@ -195,12 +204,16 @@ def record_step(run, metrics, step, loss, ok, batch_size, bar):
         run.window = {"loss": [], "utts": 0, "t0": time.perf_counter()}
 
 
-def maybe_checkpoint(run, step, epoch_end):
-    """Save (rank 0) every save_checkpoint_steps, every save_checkpoint_epochs and at the end."""
+def maybe_checkpoint(run, step, epoch_end, last=False):
+    """Save (rank 0) every save_checkpoint_steps, every save_checkpoint_epochs and at the end
+    (the last step, or `last`: an early stop)."""
     cfg, done, spe = run.cfg, step + 1, run.source.steps_per_epoch
     save = cfg.train.save_checkpoint_steps and done % cfg.train.save_checkpoint_steps == 0
     if epoch_end:
         save = save or (done // spe) % cfg.train.save_checkpoint_epochs == 0 or done == run.total
+    if last and run.last_ckpt != os.path.join(cfg.train.checkpoint_dir,
+                                              checkpoint_name(step // spe + 1, step % spe + 1)):
+        save = True
     if save and run.rank == 0:
         run.last_ckpt = save_checkpoint(run.train_step, run.network, cfg.train.checkpoint_dir,
                                         step // spe + 1, step % spe + 1, done,
@@ -233,6 +246,22 @@ def validate(run, metrics, step):
     metrics.write(json.dumps({"step": step + 1, "epoch": epoch, "val_wer": rates.wer,
                               "val_cer": rates.cer, "decoder": decoder}) + "\n")
     metrics.flush()
+    return rates
+
+
+def keep_best(run, rates, step):
+    """Update DeepSpeech-best.ckpt (rank 0 writes it); True when early stopping ends the run."""
+    epoch, best = step // run.source.steps_per_epoch + 1, run.best
+    value = rates.cer if run.cfg.train.best_metric == "cer" else rates.wer
+    stop = best.update(value, epoch, step + 1, run.network, save=run.rank == 0)
+    if best.record["epoch"] == epoch:
+        run.logger.info("best so far: %s %.2f at epoch %d -> %s", best.metric, value, epoch,
+                        os.path.abspath(os.path.join(run.cfg.train.checkpoint_dir, BEST_CKPT)))
+    if stop:
+        run.logger.info("early stop: %s has not improved for %d epochs (best %.2f at epoch %d, "
+                        "%s)", best.metric, epoch - best.record["epoch"], best.record["value"],
+                        best.record["epoch"], BEST_CKPT)
+    return stop
 
 
 def next_batch(run, iterator, bar):
@@ -278,7 +307,15 @@ def run_training(cfg, rank=0, group_size=1):
                 run.logger.info("epoch %d done: step %d, last loss %.4f", epoch + 1, step + 1, loss)
             maybe_checkpoint(run, step, epoch_end)
             if epoch_end and cfg.data.val_manifest:
-                validate(run, metrics, step)
+                if keep_best(run, validate(run, metrics, step), step):
+                    maybe_checkpoint(run, step, epoch_end, last=True)
+                    break
     if guard.total:
         run.logger.warning("%d steps were skipped for non-finite values", guard.total)
+    if rank == 0:
+        try:
+            png = plot_curves(metrics_path, os.path.join(cfg.train.log_dir, "learning_curves.png"))
+            run.logger.info("learning curves: %s", os.path.abspath(png))
+        except ValueError as err:  # nothing logged yet (a run resumed at its end)
+            run.logger.warning("no learning curves drawn: %s", err)
     return run.last_ckpt

@@ -53,7 +53,8 @@ def single_node(ms_context, sample_data, tmp_path_factory):
     assert (log_dir / "train.log").is_file() and (log_dir / "train_rank1.log").is_file()
     assert "rank 1 of 2" in (log_dir / "train_rank1.log").read_text()
     ckpts = sorted(p.name for p in ckpt_dir.iterdir())
-    assert ckpts == ["DeepSpeech-1_3.ckpt"]  # 10 utterances / 2 per batch = 5 -> 6 batches, 3 each
+    # 10 utterances / 2 per batch = 5 -> 6 batches, 3 each; the validated epoch is the best
+    assert ckpts == ["DeepSpeech-1_3.ckpt", "DeepSpeech-best.ckpt", "DeepSpeech-best.json"]
     return tmp_path, overrides, ms.load_checkpoint(str(ckpt_dir / "DeepSpeech-1_3.ckpt"))
 
 
@@ -109,7 +110,8 @@ def test_two_nodes_of_one_worker_equal_one_node_of_two(ms_context, single_node):
         assert node.returncode == 0 and "exit status 0" in out, (rank, out[-3000:])
         assert f"log: {tmp_path}/launcher_logs_nodes/run_distribute_train_cpu_node{rank}.log" in out
     assert "rank 1 of 2" in (log_dir / "train_rank1.log").read_text()
-    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["DeepSpeech-1_3.ckpt"]
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == [
+        "DeepSpeech-1_3.ckpt", "DeepSpeech-best.ckpt", "DeepSpeech-best.json"]
     import mindspore as ms
     two_nodes = ms.load_checkpoint(str(ckpt_dir / "DeepSpeech-1_3.ckpt"))
     assert int(two_nodes["step_num"].asnumpy()) == int(one_node["step_num"].asnumpy()) == 3

@@ -37,3 +37,133 @@ def test_a_prefix_matching_nothing_is_refused(ms_context):
         freeze(net, ["RNN.lstms.7"])
     with pytest.raises(UserError, match="'RNN.lstm' matches no parameter"):
         freeze(net, ["RNN.lstm"])  # whole name components only
+
+
+def test_best_tracker_keeps_the_best_and_counts_patience_across_a_restart(ms_context, tmp_path):
+    from src.best import BEST_CKPT, BEST_RECORD, BestTracker
+    _, net, _ = tiny_step()
+    best = BestTracker("val_cer", 2, str(tmp_path), resumed=False)
+    assert best.update(50.0, 1, 10, net) is False
+    saved = (tmp_path / BEST_CKPT).read_bytes()
+    assert best.update(60.0, 2, 20, net) is False  # worse: nothing written
+    assert (tmp_path / BEST_CKPT).read_bytes() == saved
+    again = BestTracker("val_cer", 2, str(tmp_path), resumed=True)  # a restart reads it back
+    assert again.record["epoch"] == 1 and again.record["value"] == 50.0
+    assert again.update(55.0, 3, 30, net) is True  # 2 epochs after the best: stop
+    assert BestTracker("val_cer", 2, str(tmp_path), resumed=False).record is None  # fresh run
+    assert BestTracker("val_wer", 2, str(tmp_path), resumed=True).record is None  # other metric
+    import json
+    assert json.loads((tmp_path / BEST_RECORD).read_text())["checkpoint"] == BEST_CKPT
+
+
+def test_early_stop_keeps_the_best_checkpoint_and_a_resume_keeps_counting(sample_data, tmp_path):
+    """A learning rate of 1e-12 with the front-end (and so every BatchNorm) frozen leaves the
+    validation figures unchanged: epoch 1 stays the best, patience 1 stops after epoch 2."""
+    import json
+    import sys
+
+    from conftest import REPO, run
+    from test_end_to_end import head
+    head(sample_data / "libri_train_manifest.csv", tmp_path / "train.csv", 8)
+    head(sample_data / "libri_val_manifest.csv", tmp_path / "val.csv", 3)
+    common = [sys.executable, f"{REPO}/train.py", "--hidden_size=8", "--num_layers=1",
+              "--batch_size=4", "--train_manifest=train.csv", "--val_manifest=val.csv",
+              "--learning_rate=1e-12", "--warmup_steps=0", "--freeze=conv",
+              "--checkpoint_dir=ck", "--log_dir=log", "--keep_checkpoint_max=1",
+              "--num_parallel_workers=1"]
+    proc = run([*common, "--epochs=6", "--early_stop_patience=1"], cwd=tmp_path)
+    assert "early stop: val_cer has not improved for 1 epochs" in proc.stderr
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == [
+        "DeepSpeech-2_2.ckpt", "DeepSpeech-best.ckpt", "DeepSpeech-best.json"]
+    record = json.loads((tmp_path / "ck" / "DeepSpeech-best.json").read_text())
+    assert (record["epoch"], record["step"], record["metric"]) == (1, 2, "val_cer")
+    vals = [json.loads(line) for line in (tmp_path / "log" / "metrics.jsonl").read_text()
+            .splitlines() if "val_cer" in line]
+    assert [v["epoch"] for v in vals] == [1, 2] and vals[0]["val_cer"] == record["value"]
+    png = tmp_path / "log" / "learning_curves.png"
+    assert f"learning curves: {png}" in proc.stderr and png.read_bytes()[:4] == b"\x89PNG"
+
+    proc = run([*common, "--epochs=6", "--early_stop_patience=2", "--resume=auto"], cwd=tmp_path)
+    assert "best so far: val_cer" in proc.stderr and "at epoch 1" in proc.stderr
+    assert "early stop: val_cer has not improved for 2 epochs" in proc.stderr  # epoch 3
+    assert json.loads((tmp_path / "ck" / "DeepSpeech-best.json").read_text())["epoch"] == 1
+    assert (tmp_path / "ck" / "DeepSpeech-3_2.ckpt").is_file()
+    evaluated = run([sys.executable, f"{REPO}/eval.py", "--checkpoint=ck/DeepSpeech-best.ckpt",
+                     "--manifests=val.csv", "--output_dir=ev"], cwd=tmp_path)
+    assert f"CER {record['value']:.2f}%" in evaluated.stdout  # the best epoch's own figure
+
+
+def test_checkpoint_averaging_by_files_last_and_best(ms_context, tmp_path):
+    import json
+    import sys
+
+    from conftest import REPO, run
+    ms = ms_context
+    from src.config import load_config
+    from src.deepspeech2 import build_network
+    cfg = load_config(["--hidden_size=8", "--num_layers=1"])
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    values = []
+    for epoch in (1, 2, 3):  # epoch-end checkpoints of a 5-step epoch, different weights
+        ms.set_seed(epoch)
+        net = build_network(cfg)
+        for p in net.get_parameters():
+            if "moving" in p.name:  # BatchNorm statistics are averaged too
+                p.set_data(ms.Tensor(np.full(p.shape, float(epoch), np.float32)))
+        ms.save_checkpoint(net, str(ck / f"DeepSpeech-{epoch}_5.ckpt"))
+        values.append({p.name: p.asnumpy().copy() for p in net.get_parameters()})
+    (tmp_path / "metrics.jsonl").write_text("".join(
+        json.dumps(r) + "\n" for r in [
+            {"step": 5, "epoch": 1, "loss": 3.0},
+            {"step": 5, "epoch": 1, "val_wer": 90.0, "val_cer": 40.0},
+            {"step": 10, "epoch": 2, "val_wer": 95.0, "val_cer": 60.0},
+            {"step": 15, "epoch": 3, "val_wer": 80.0, "val_cer": 30.0}]))
+
+    def averaged(*args):
+        run([sys.executable, f"{REPO}/average_checkpoints.py", *args, "--out", "avg.ckpt"],
+            cwd=tmp_path)
+        return {k: v.asnumpy() for k, v in ms.load_checkpoint(str(tmp_path / "avg.ckpt")).items()}
+
+    def mean_of(*epochs):
+        return {k: np.mean([values[e - 1][k] for e in epochs], axis=0) for k in values[0]}
+
+    for args, epochs in ((["ck/DeepSpeech-1_5.ckpt", "ck/DeepSpeech-2_5.ckpt"], (1, 2)),
+                         (["--checkpoint_dir=ck", "--last=2"], (2, 3)),
+                         (["--checkpoint_dir=ck", "--best=2", "--metrics=metrics.jsonl"], (1, 3)),
+                         (["--checkpoint_dir=ck", "--best=2", "--metrics=metrics.jsonl",
+                           "--metric=wer"], (1, 3))):
+        got, want = averaged(*args), mean_of(*epochs)
+        assert set(got) == set(want), args
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-6, atol=1e-7, err_msg=k)
+    assert averaged("--checkpoint_dir=ck", "--last=2")["conv.bn1.moving_mean"][0] == 2.5
+    bad = run([sys.executable, f"{REPO}/average_checkpoints.py", "--checkpoint_dir=ck",
+               "--best=3", "--metrics=none.jsonl"], ok=False, cwd=tmp_path)
+    assert bad.returncode == 1 and "metrics file not found" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_learning_curves_read_the_metrics_and_draw_both_panels(tmp_path):
+    import json
+    import sys
+
+    import matplotlib.image
+
+    from conftest import REPO, run
+    from src.curves import read_metrics
+    lines = [{"step": 10, "epoch": 1, "loss": 5.0, "lr": 1e-3}, {"step": 20, "epoch": 1,
+             "loss": None}, {"step": 20, "epoch": 1, "val_wer": 90.0, "val_cer": 50.0},
+             {"step": 30, "epoch": 2, "loss": 3.0}, {"step": 40, "epoch": 2, "val_wer": 70.0,
+             "val_cer": 30.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert read_metrics(tmp_path / "metrics.jsonl") == ([(10, 5.0), (30, 3.0)],
+                                                        [(1, 90.0, 50.0), (2, 70.0, 30.0)])
+    proc = run([sys.executable, f"{REPO}/plot_curves.py", "metrics.jsonl"], cwd=tmp_path)
+    png = tmp_path / "learning_curves.png"
+    assert f"learning curves: {png}" in proc.stdout
+    image = matplotlib.image.imread(png)  # (H, W, 4)
+    assert image.shape[0] > 300 and image.shape[1] > 300 and image[..., :3].std() > 0.05
+    (tmp_path / "empty.jsonl").write_text("")
+    bad = run([sys.executable, f"{REPO}/plot_curves.py", "empty.jsonl"], ok=False, cwd=tmp_path)
+    assert bad.returncode == 1 and "holds no loss or validation lines" in bad.stderr
