@@ -34,5 +34,8 @@ check_python() {
     die "Python $("$PYTHON" -c 'import platform; print(platform.python_version())') is not supported: MindSpore 2.10 needs Python 3.10, 3.11 or 3.12 (set PYTHON=/path/to/python3.11)"
 }
 
-# newest_checkpoint DIR: the most recent DeepSpeech-*.ckpt in DIR.
-newest_checkpoint() { ls -t "$1"/DeepSpeech-*.ckpt 2>/dev/null | head -n 1; }
+# newest_checkpoint DIR: the most recent DeepSpeech-<epoch>_<step>.ckpt in DIR (the training's
+# last one: not DeepSpeech-best.ckpt, DeepSpeech-avg.ckpt or a _weights copy).
+newest_checkpoint() {
+  ls -t "$1"/DeepSpeech-[0-9]*_[0-9]*.ckpt 2>/dev/null | grep -v '_weights\.ckpt$' | head -n 1 || true
+}

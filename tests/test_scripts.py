@@ -146,3 +146,16 @@ def test_foreground_returns_the_python_exit_status(tmp_path):
     proc = script("run_standalone_train_gpu.sh", env=env)
     assert proc.returncode == 1
     assert f"log: {tmp_path}/run_standalone_train_gpu.log (exit status 1)" in proc.stdout
+
+
+def test_the_quick_start_takes_the_last_epoch_checkpoint_not_best_avg_or_weights(tmp_path):
+    for i, names in enumerate((["DeepSpeech-9_83.ckpt"],
+                               ["DeepSpeech-10_83.ckpt", "DeepSpeech-10_83_weights.ckpt"],
+                               ["DeepSpeech-best.ckpt", "DeepSpeech-avg.ckpt"])):
+        for name in names:  # written in this order: the last ones are the newest
+            (tmp_path / name).write_bytes(b"")
+            os.utime(tmp_path / name, (1_000_000 + i, 1_000_000 + i))
+    cmd = f"set -euo pipefail; source {REPO}/scripts/common.sh; newest_checkpoint {tmp_path}; " \
+          f"echo \"[$(newest_checkpoint {tmp_path}/none)]\""
+    out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == [f"{tmp_path}/DeepSpeech-10_83.ckpt", "[]"]
