@@ -11,6 +11,7 @@ from collections import Counter, namedtuple
 
 import numpy as np
 
+from src.augment import spec_augment
 from src.conv_spec import output_lengths
 from src.features import AudioError, audio_info, featurize, num_frames, stft_params
 from src.manifest import ManifestError, read_manifest
@@ -160,7 +161,7 @@ class BatchSource:
     """
 
     def __init__(self, utts, cfg, batch_size, num_buckets, epochs=1, shuffle=False, seed=0,
-                 rank=0, group_size=1, sortagrad=False):
+                 rank=0, group_size=1, sortagrad=False, augment=None):
         if not utts:
             raise ManifestError("no usable utterances")
         self.utts = utts
@@ -176,6 +177,7 @@ class BatchSource:
             self.label_width[p] = max(self.label_width.get(p, 1), longest)
         self.epochs, self.shuffle, self.seed, self.sortagrad = epochs, shuffle, seed, sortagrad
         self.rank, self.group_size = rank, group_size
+        self.augment = augment if augment is not None and augment.spec_augment else None
         self.steps_per_epoch = len(self.batches) // group_size
         if self.steps_per_epoch == 0:
             raise ManifestError(f"{len(utts)} utterances cannot feed {group_size} devices")
@@ -211,6 +213,9 @@ class BatchSource:
             if spec.shape[1] > pad:
                 raise ManifestError(f"{u.audio}: audio is {spec.shape[1]} frames, longer than its "
                                     "manifest duration says; regenerate the manifest")
+            if self.augment is not None:  # seeded by (seed, step, position): resume-exact
+                rng = np.random.default_rng([self.seed, int(step), self.rank, j])
+                spec = spec_augment(spec, rng, self.augment)
             inputs[j, 0, :, :spec.shape[1]] = spec
             lengths[j] = spec.shape[1]
             targets[j, :len(u.label)] = u.label
@@ -222,7 +227,7 @@ def training_source(utts, cfg, rank=0, group_size=1):
     """The BatchSource of a training run as configured (shuffled, sortagrad, this rank's shard)."""
     return BatchSource(utts, cfg, cfg.data.batch_size, cfg.data.num_buckets,
                        epochs=cfg.train.epochs, shuffle=True, seed=cfg.seed, rank=rank,
-                       group_size=group_size, sortagrad=cfg.data.sortagrad)
+                       group_size=group_size, sortagrad=cfg.data.sortagrad, augment=cfg.augment)
 
 
 def create_dataset(source, num_parallel_workers=1, start_step=0):

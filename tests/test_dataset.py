@@ -162,3 +162,52 @@ def test_a_manifest_with_nothing_usable_names_itself_and_why(tmp_path):
     with pytest.raises(ManifestError, match=r"m\.csv: no usable utterances \(skipped: 1 "
                                             r"unreadable audio; first: .*m\.csv:1: cannot read"):
         load_utterances(str(tmp_path / "m.csv"), cfg, make_encoder(cfg))
+
+
+def _runs(mask):
+    """[(start, length)] of the True runs of a 1-D boolean array."""
+    edges = np.diff(np.concatenate([[0], mask.astype(int), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return list(zip(starts, ends - starts))
+
+
+def test_spec_augment_masks_whole_bands_within_their_limits():
+    from easydict import EasyDict
+
+    from src.augment import spec_augment
+    aug = EasyDict(freq_masks=2, freq_mask_width=27, time_masks=2, time_mask_ratio=0.05)
+    spec = np.random.default_rng(0).standard_normal((161, 300)).astype(np.float32) + 5
+    for seed in range(50):
+        out = spec_augment(spec, np.random.default_rng(seed), aug)
+        rows, cols = (out == 0).all(axis=1), (out == 0).all(axis=0)
+        keep = ~rows[:, None] & ~cols[None, :]
+        np.testing.assert_array_equal(out[keep], spec[keep])  # only whole bands change
+        assert (out[~keep] == 0).all()
+        # two bands at most (they may overlap or touch), each of at most 27 bins / 15 frames
+        assert len(_runs(rows)) <= 2 and rows.sum() <= 2 * 27
+        assert len(_runs(cols)) <= 2 and cols.sum() <= 2 * 15
+    same = [spec_augment(spec, np.random.default_rng(7), aug) for _ in range(2)]
+    np.testing.assert_array_equal(*same)
+    assert (spec_augment(spec, np.random.default_rng(1), aug) == 0).sum() > 0
+
+
+def test_training_batches_are_augmented_the_same_way_on_every_visit(sample_data):
+    from src.config import load_config
+    from src.dataset import load_utterances, training_source
+    from src.text import make_encoder
+    cfg = load_config(["--batch_size=2", "--spec_augment=true", "--epochs=2"])
+    plain_cfg = load_config(["--batch_size=2", "--epochs=2"])
+    utts, _ = load_utterances(str(sample_data / "libri_train_manifest.csv"), cfg,
+                              make_encoder(cfg))
+    utts = utts[:6]
+    first, again = training_source(utts, cfg), training_source(utts, cfg)
+    plain = training_source(utts, plain_cfg)
+    for step in (0, 4):  # a step of each epoch
+        x, lengths = first[step][:2]
+        np.testing.assert_array_equal(x, again[step][0])  # a resumed run sees the same batch
+        y = plain[step][0]
+        assert not np.array_equal(x, y)
+        masked = (x != y)
+        assert np.all(x[masked] == 0)  # augmentation only zeroes, inside the real frames
+        for j, n in enumerate(lengths):
+            assert not masked[j, :, :, n:].any()

@@ -26,13 +26,16 @@ def steps(out):
 
 
 def test_kill_9_and_resume_matches_uninterrupted_run(ms_context, sample_data, tmp_path):
+    """With SpecAugment on: the resumed run must draw the uninterrupted run's masks."""
     train = head(sample_data / "libri_train_manifest.csv", tmp_path / "train.csv", 10)
     ref, crash = tmp_path / "ref", tmp_path / "crash"
-    run(train_cmd(train, ref))
+    augmented = ["--spec_augment=true"]
+    run(train_cmd(train, ref, *augmented))
     final = "DeepSpeech-3_5.ckpt"  # 10 utterances / 2 = 5 steps per epoch, 15 in all
     assert (ref / "ckpt" / final).is_file()
 
-    proc = subprocess.Popen(train_cmd(train, crash), cwd=REPO, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(train_cmd(train, crash, *augmented), cwd=REPO,
+                            stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not (crash / "ckpt/DeepSpeech-2_1.ckpt").exists():  # step 6 of 15 is saved
@@ -41,7 +44,7 @@ def test_kill_9_and_resume_matches_uninterrupted_run(ms_context, sample_data, tm
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (crash / "ckpt" / final).exists(), "killed too late to test anything"
-    proc = run(train_cmd(train, crash, "--resume=auto"))
+    proc = run(train_cmd(train, crash, "--resume=auto", *augmented))
     assert "resumed from" in proc.stderr
 
     assert steps(crash) == steps(ref) == list(range(1, 16))  # nothing lost, nothing twice
