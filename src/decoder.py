@@ -39,8 +39,6 @@ def decoder_settings(decode_cfg):
 class GreedyDecoder:
     """Best path: argmax per step, repeats merged, blanks removed; words split at spaces."""
 
-    name = "greedy"
-
     def __init__(self, labels):
         self.labels = list(labels)
         self.blank, self.space = len(labels) - 1, self.labels.index(" ")
@@ -78,7 +76,6 @@ class BeamDecoder:
             raise UserError("beam search needs pyctcdecode and kenlm: "
                             "pip install -r requirements.txt") from None
         self.beam_width = int(beam_width)
-        self.name = "beam+lm" if lm_path else "beam"  # = make_name of its config
         kwargs = {}
         if lm_path:
             check_lm_file(lm_path)
@@ -177,12 +174,7 @@ def decoder_pools(decode_cfg, labels, with_greedy=False):
     return pools
 
 
-def decode_batch(decoder, log_probs, lengths):
-    """log_probs (T, B, C), lengths (B,) -> one Hypothesis per utterance."""
-    probs = np.asarray(log_probs)
-    return [decoder.decode(probs[:int(n), b]) for b, n in enumerate(np.asarray(lengths))]
-
-
 def greedy_decode(log_probs, lengths, labels):
     """Greedy texts of a batch: log_probs (T, B, C), lengths (B,) -> B strings."""
-    return [h.text for h in decode_batch(GreedyDecoder(labels), log_probs, lengths)]
+    probs, decoder = np.asarray(log_probs), GreedyDecoder(labels)
+    return [decoder.decode(probs[:int(n), b]).text for b, n in enumerate(np.asarray(lengths))]
