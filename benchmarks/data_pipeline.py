@@ -1,13 +1,16 @@
-"""Throughput of the input pipeline alone (audio decode + spectrogram + padding + batching).
+"""Throughput of the input pipeline alone (audio decode + augmentation + spectrogram + padding +
+batching), without and with training augmentation.
 
     python benchmarks/data_pipeline.py --manifest data/sample/libri_train_manifest.csv \
-        --workers 2 --batch 8
+        --workers 2 --batch 8 --train_frames_per_s 470
 
-Prints one JSON line: utterances/s and spectrogram frames/s delivered by the MindSpore dataset
-with --workers worker processes, the fraction of padded frames and the number of distinct
-padded lengths (compiled graph shapes) on that manifest and on a LibriSpeech-like length
-distribution (train-clean-100: 1-17 s, mean ~12.7 s, sampled), and the figure to compare with
-training: frames/s a training step consumes (see benchmarks/train_step.py).
+Prints one JSON line: for "plain" and "augmented" (--augment: SoX speed 0.9/1.0/1.1, gain,
+SpecAugment, and noise mixing when --noise_dir is given) the utterances/s and spectrogram
+frames/s delivered by the MindSpore dataset with --workers worker processes and, with
+--train_frames_per_s (the frames/s a training step consumes, from benchmarks/train_step.py),
+"headroom": how many times that the pipeline supplies. Also the fraction of padded frames and
+the number of distinct padded lengths (compiled graph shapes) on that manifest and on a
+LibriSpeech-like length distribution (train-clean-100: 1-17 s, mean ~12.7 s, sampled).
 """
 import argparse
 import json
@@ -20,12 +23,36 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+AUGMENTATIONS = {"speed": "--speed_perturb=true", "gain": "--gain_perturb=true",
+                 "spec": "--spec_augment=true"}
+
 
 def librispeech_like_frames(n, seed=0):
     """Frame counts shaped like train-clean-100 (most utterances 11-16 s, a tail down to 1 s)."""
     rng = np.random.default_rng(seed)
     seconds = np.where(rng.random(n) < 0.8, rng.uniform(11.0, 16.5, n), rng.uniform(1.0, 11.0, n))
     return (seconds * 100).astype(int) + 1
+
+
+def throughput(source, workers, max_batches):
+    """(utterances/s, frames/s) of the first `max_batches` batches, after the first one (which
+    pays for starting the workers)."""
+    from src.dataset import create_dataset
+    data = create_dataset(source, workers)
+    n_batches = min(max_batches, len(source))
+    utt = frames = 0
+    t0 = None
+    for k, (_, lengths, _, _) in enumerate(data.create_tuple_iterator(num_epochs=1,
+                                                                          output_numpy=True)):
+        if k == 0:
+            t0 = time.perf_counter()
+            continue
+        utt += len(lengths)
+        frames += int(lengths.sum())
+        if k + 1 >= n_batches:
+            break
+    elapsed = time.perf_counter() - t0
+    return utt / elapsed, frames / elapsed
 
 
 def main(argv=None):
@@ -36,43 +63,45 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--buckets", type=int, default=6)
     p.add_argument("--max_batches", type=int, default=40)
+    p.add_argument("--augment", default="speed,gain,spec",
+                   help=f"comma-separated, of {', '.join(AUGMENTATIONS)}")
+    p.add_argument("--noise_dir", default="", help="also mix noise from this folder")
+    p.add_argument("--train_frames_per_s", type=float, default=0.0,
+                   help="frames/s the training step consumes (benchmarks/train_step.py)")
     a = p.parse_args(argv)
+    unknown = set(a.augment.split(",")) - set(AUGMENTATIONS) - {""}
+    if unknown:
+        p.error(f"--augment: unknown {', '.join(sorted(unknown))}")
 
+    from src.augment import Augmenter
     from src.config import load_config
     from src.dataset import (
         BatchSource,
-        create_dataset,
         load_utterances,
         make_batches,
         padding_fraction,
     )
     from src.text import make_encoder
-    cfg = load_config([])
-    utts, _ = load_utterances(a.manifest, cfg, make_encoder(cfg))
-    source = BatchSource(utts, cfg, a.batch, a.buckets, shuffle=True, seed=0)
-    data = create_dataset(source, a.workers)
-    n_batches = min(a.max_batches, len(source))
-    utt = frames = 0
-    t0 = None
-    for k, (_, lengths, _, _) in enumerate(data.create_tuple_iterator(num_epochs=1,
-                                                                          output_numpy=True)):
-        if k == 0:
-            t0 = time.perf_counter()  # the first batch pays for starting the workers
-            continue
-        utt += len(lengths)
-        frames += int(lengths.sum())
-        if k + 1 >= n_batches:
-            break
-    elapsed = time.perf_counter() - t0
+    flags = [AUGMENTATIONS[k] for k in a.augment.split(",") if k]
+    flags += [f"--noise_dir={a.noise_dir}"] if a.noise_dir else []
+    result = {"manifest": a.manifest, "workers": a.workers, "batch": a.batch,
+              "augment": a.augment + (",noise" if a.noise_dir else "")}
+    for name, overrides in (("plain", []), ("augmented", flags)):
+        cfg = load_config(overrides)
+        utts, _ = load_utterances(a.manifest, cfg, make_encoder(cfg))
+        source = BatchSource(utts, cfg, a.batch, a.buckets, shuffle=True, seed=0,
+                             augmenter=Augmenter(cfg.augment, cfg.features.sample_rate))
+        utt_s, frames_s = throughput(source, a.workers, a.max_batches)
+        result[name] = {"utt_per_s": utt_s, "frames_per_s": frames_s,
+                        "padding_fraction": source.padding_fraction,
+                        "padded_lengths": len(source.pad)}
+        if a.train_frames_per_s:
+            result[name]["headroom"] = frames_s / a.train_frames_per_s
     libri = librispeech_like_frames(28539)
     batches, pad = make_batches(libri, a.batch, a.buckets)
-    print(json.dumps({
-        "manifest": a.manifest, "workers": a.workers, "batch": a.batch,
-        "utt_per_s": utt / elapsed, "frames_per_s": frames / elapsed,
-        "padding_fraction": source.padding_fraction,
-        "padded_lengths": len(set(source.pad.tolist())),
-        "librispeech_like_padding_fraction": padding_fraction(libri, batches, pad),
-        "librispeech_like_padded_lengths": len(set(pad.tolist()))}))
+    result["librispeech_like_padding_fraction"] = padding_fraction(libri, batches, pad)
+    result["librispeech_like_padded_lengths"] = len(set(pad.tolist()))
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

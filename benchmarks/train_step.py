@@ -12,6 +12,8 @@ clipping) with the config's defaults; --fast_conv 0 times the plain nn.Conv2d pa
 --parts also times, on the same shapes, forward+backward of the conv front-end and of one
 bidirectional LSTM layer (the first, and one of the later ones): where a step's time goes.
 --freeze times the step with train.freeze prefixes frozen (fine-tuning the last layers only).
+--accumulate N times one optimizer step over N micro-batches of --batch (train.accumulate_steps:
+the effective batch is N x --batch; "frames_per_s" counts all N).
 --infer times the inference pass as eval.py and transcribe.py run it (InferenceNet in eval mode,
 log-softmax, the log-probabilities copied to numpy) with "mode": "infer", like the reference's
 --infer; "mode" is "train" otherwise.
@@ -39,6 +41,8 @@ def main(argv=None):
     p.add_argument("--parts", action="store_true", help="also time the front-end and one LSTM")
     p.add_argument("--freeze", default="",
                    help="train.freeze prefixes, comma-separated (e.g. conv,RNN.lstms.0)")
+    p.add_argument("--accumulate", type=int, default=1,
+                   help="micro-batches of --batch per optimizer step (train.accumulate_steps)")
     p.add_argument("--infer", action="store_true",
                    help="time the inference pass (eval mode, log-softmax, no gradients) instead")
     a = p.parse_args(argv)
@@ -56,7 +60,7 @@ def main(argv=None):
     from src.deepspeech2 import InferenceNet, build_network
     from src.inference import eval_mode, log_probs
     from src.lr_generator import get_lr
-    from src.train_step import build_optimizer, build_train_step
+    from src.train_step import AccumulatingStep, build_optimizer, build_train_step
 
     setup_context(cfg)
     rng = np.random.default_rng(0)
@@ -68,6 +72,7 @@ def main(argv=None):
         lr = get_lr(1e-4, 1, a.steps + 1)
         step = build_train_step(net, build_optimizer(net, cfg, lr), cfg, blank=28)
         step.set_train(True)
+        accumulating = AccumulatingStep(step) if a.accumulate > 1 else None
     t_out = int(output_lengths(a.frames))
     lens = rng.integers(int(a.label_len * 0.8), int(a.label_len * 1.2) + 1, size=a.batch)
     lens = np.minimum(lens, t_out // 2)
@@ -84,6 +89,8 @@ def main(argv=None):
         if a.infer:
             with eval_mode(infer_net):
                 loss = float(log_probs(infer_net, x, lengths)[0].mean())
+        elif accumulating is not None:  # the same micro-batch N times: one step's cost
+            loss = float(accumulating([inputs] * a.accumulate)[0].asnumpy())
         else:
             loss = float(step(*inputs)[0].asnumpy())
         times.append(time.perf_counter() - t0)
@@ -93,10 +100,11 @@ def main(argv=None):
         "framework": "mindspore", "version": ms.__version__, "hidden": a.hidden,
         "layers": a.layers, "batch": a.batch, "frames": a.frames, "device": a.device_target,
         "fast_conv": bool(a.fast_conv), "threads": os.cpu_count(),
-        "mode": "infer" if a.infer else "train", "freeze": a.freeze,
+        "mode": "infer" if a.infer else "train", "freeze": a.freeze, "accumulate": a.accumulate,
         "params": sum(int(np.prod(q.shape)) for q in net.trainable_params()),
         "first_step_s": times[0], "step_s_median": med, "step_s_all": times[1:],
-        "frames_per_s": a.batch * a.frames / med, "loss": loss, "parts_fwd_bwd_s": parts,
+        "frames_per_s": a.batch * a.accumulate * a.frames / med, "loss": loss,
+        "parts_fwd_bwd_s": parts,
         "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "(not set)"),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 

@@ -20,6 +20,7 @@ import os
 import yaml
 from easydict import EasyDict
 
+from src.augment import check_augment
 from src.errors import UserError
 
 SRC_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -32,7 +33,8 @@ PATH_KEYS = ("labels_path", "data.train_manifest", "data.val_manifest",
              "train.log_dir", "eval.checkpoint", "eval.manifests", "eval.output_dir",
              "export.checkpoint", "export.file_name", "export.verify_audio",
              "transcribe.checkpoint", "transcribe.mindir", "transcribe.output",
-             "decode.lm_path", "tune_lm.checkpoint", "tune_lm.manifest", "tune_lm.output_dir")
+             "decode.lm_path", "augment.noise_dir", "tune_lm.checkpoint", "tune_lm.manifest",
+             "tune_lm.output_dir")
 
 CHOICES = {
     "device_target": ("CPU", "GPU", "Ascend"),
@@ -84,6 +86,7 @@ RANGES = {
     "augment.freq_mask_width": (0, None, False),
     "augment.time_masks": (0, None, False),
     "augment.time_mask_ratio": (0, 1, False),
+    "train.accumulate_steps": (1, None, False),
     "transcribe.chunks_per_batch": (1, None, False),
     "decode.beam_width": (1, None, False),
     "decode.workers": (0, None, False),
@@ -144,10 +147,12 @@ def _coerce(key, value, default):
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
     elif kind is list:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if isinstance(value, list) and default and isinstance(default[0], float):
+            return [_coerce(key, v, 0.0) for v in value]  # a list of numbers stays numbers
         if isinstance(value, list):
             return value
-        if isinstance(value, str):
-            return [v for v in value.split(",") if v]
     raise ConfigError(f"config key '{key}' expects a {kind.__name__}, got {value!r}")
 
 
@@ -313,6 +318,7 @@ def load_config(argv=(), entry="train", default_path=DEFAULT_CONFIG, cwd=None):
     cfg.entry = entry
     if entry == "train":
         check_device_options(cfg)
+        check_augment(cfg.augment)
     check_decode_options(cfg)
     return cfg
 

@@ -11,9 +11,17 @@ from collections import Counter, namedtuple
 
 import numpy as np
 
-from src.augment import spec_augment
+from src.augment import Augmenter, speed_frames
 from src.conv_spec import output_lengths
-from src.features import AudioError, audio_info, featurize, num_frames, stft_params
+from src.features import (
+    AudioError,
+    audio_info,
+    features_of,
+    featurize,
+    load_audio,
+    num_frames,
+    stft_params,
+)
 from src.manifest import ManifestError, read_manifest
 from src.text import read_transcript
 
@@ -77,13 +85,9 @@ def load_utterances(manifest, cfg, encoder, max_duration=None, ctc_filter=True, 
     return utts, report
 
 
-def make_batches(frames, batch_size, num_buckets, group_size=1):
-    """Group utterance indices into batches of similar length and pick each batch's pad length.
+def cut_batches(frames, batch_size, group_size=1):
+    """Utterance indices sorted by `frames` and cut every `batch_size` (index arrays).
 
-    frames: per-utterance frame counts. Returns (batches, pad_lengths): batches are index arrays
-    (sorted by length, cut every `batch_size`), pad_lengths the padded frame count of each batch,
-    taken from at most `num_buckets` distinct values (bucket_bounds: least padding, +1 frame of
-    slack for resampled audio, whose length is estimated from its header at the original rate).
     With `group_size` devices the number of batches is made a multiple of it without dropping or
     repeating anything: the r shortest batches left over are dealt into `group_size` smaller
     batches.
@@ -96,11 +100,29 @@ def make_batches(frames, batch_size, num_buckets, group_size=1):
         spare = np.sort(np.concatenate(batches[:leftover]))
         spare = spare[np.argsort(frames[spare], kind="stable")]
         batches = [spare[r::group_size] for r in range(group_size)] + batches[leftover:]
+    return batches
+
+
+def batch_bounds(frames, batches, num_buckets):
+    """(bounds, maxima): at most `num_buckets` pad lengths for `batches` (bucket_bounds, +1 frame
+    of slack for resampled audio, whose length is estimated from its header at the original
+    rate) and each batch's longest utterance."""
+    frames = np.asarray(frames)
     maxima = np.array([frames[b].max() for b in batches])
     sizes = np.array([len(b) for b in batches])
-    bounds = bucket_bounds(maxima, sizes, num_buckets) + 1
-    pad = bounds[np.searchsorted(bounds, maxima + 1)]
-    return batches, pad
+    return bucket_bounds(maxima, sizes, num_buckets) + 1, maxima
+
+
+def make_batches(frames, batch_size, num_buckets, group_size=1):
+    """Group utterance indices into batches of similar length and pick each batch's pad length.
+
+    frames: per-utterance frame counts. Returns (batches, pad_lengths): batches from
+    cut_batches, pad_lengths the padded frame count of each batch, taken from at most
+    `num_buckets` distinct values (batch_bounds: least padding).
+    """
+    batches = cut_batches(frames, batch_size, group_size)
+    bounds, maxima = batch_bounds(frames, batches, num_buckets)
+    return batches, bounds[np.searchsorted(bounds, maxima + 1)]
 
 
 def bucket_bounds(maxima, sizes, num_buckets):
@@ -153,88 +175,178 @@ def padding_fraction(frames, batches, pad_lengths):
 class BatchSource:
     """Random-access source of padded batches for ms.dataset.GeneratorDataset.
 
-    Item i is global step i: epoch i // steps_per_epoch, the (seeded) shuffled batch order of that
-    epoch (with `sortagrad`, the first epoch goes from the shortest batches to the longest, as in
-    the DeepSpeech2 paper), restricted to this rank's shard. Item: inputs (B, 1, F, T) float32,
-    input_lengths (B,) int32, targets (B, S) int32 (S fixed per pad length), target_lengths (B,)
-    int32.
+    Items are micro-batches; with `accumulate` > 1 an optimizer step takes `accumulate`
+    consecutive ones of its epoch (micro_batches), the last step of an epoch the rest. Each
+    epoch has a plan: batches of similar length (cut_batches), each padded to one of at most
+    `num_buckets` lengths fixed for the whole run (few compiled graph shapes), visited in a
+    seeded shuffled order (with `sortagrad`, the first epoch goes from the shortest batches to
+    the longest, as in the DeepSpeech2 paper), restricted to this rank's shard.
+
+    Speed perturbation (augmenter.speed) draws a factor per utterance per epoch, seeded by
+    (seed, epoch); the epoch's batches are cut by the perturbed lengths (speed_frames, an upper
+    bound) and padded to the run's bounds, which are those of every utterance at the slowest
+    factor: the k-th longest batch of any epoch is no longer than the k-th of that worst case,
+    so nothing is cropped. An utterance whose transcript would not fit CTC at a faster factor
+    keeps 1.0 when that factor is drawn (counted: speed_kept). Without speed perturbation every
+    epoch has the same batches (only their order changes).
+
+    Item: inputs (B, 1, F, T) float32, input_lengths (B,) int32, targets (B, S) int32 (S fixed
+    per pad length), target_lengths (B,) int32.
     """
 
     def __init__(self, utts, cfg, batch_size, num_buckets, epochs=1, shuffle=False, seed=0,
-                 rank=0, group_size=1, sortagrad=False, augment=None):
+                 rank=0, group_size=1, sortagrad=False, augmenter=None, accumulate=1):
         if not utts:
             raise ManifestError("no usable utterances")
-        self.utts = utts
-        self.n_fft, _ = stft_params(cfg.features)
+        self.utts, self.batch_size = utts, batch_size
+        self.n_fft, self.hop = stft_params(cfg.features)
         self.features = cfg.features
-        frames = [u.frames for u in utts]
-        self.batches, self.pad = make_batches(frames, batch_size, num_buckets, group_size)
-        self.padding_fraction = padding_fraction(frames, self.batches, self.pad)
-        # Label width per pad length: the longest label padded to it (fixed, so one graph each).
-        self.label_width = {}
-        for b, p in zip(self.batches, self.pad):
-            longest = max(len(utts[i].label) for i in b)
-            self.label_width[p] = max(self.label_width.get(p, 1), longest)
         self.epochs, self.shuffle, self.seed, self.sortagrad = epochs, shuffle, seed, sortagrad
-        self.rank, self.group_size = rank, group_size
-        self.augment = augment if augment is not None and augment.spec_augment else None
-        self.steps_per_epoch = len(self.batches) // group_size
-        if self.steps_per_epoch == 0:
+        self.rank, self.group_size, self.accumulate = rank, group_size, accumulate
+        self.augmenter = augmenter
+        self.factors = np.array(augmenter.factors if augmenter else [1.0])
+        self.frames = np.array([u.frames for u in utts])
+        fits = self._ctc_fits()  # (N, K): factor k keeps utterance n trainable under CTC
+        self.speed_kept = int((~fits).any(axis=1).sum())
+        self._fits = fits
+        worst = np.array([speed_frames(f, self.factors.min(), self.hop) for f in self.frames])
+        self.bounds, _ = batch_bounds(worst, cut_batches(worst, batch_size, group_size),
+                                      num_buckets)
+        lows = np.array([speed_frames(f, self.factors.max(), self.hop) - 1 for f in self.frames])
+        # Label width per pad length, fixed (one graph each): the longest label that can land in
+        # a batch padded to it.
+        self.label_width = {int(p): max([len(u.label) for u, low in zip(utts, lows) if low < p],
+                                        default=1) for p in self.bounds}
+        self.micro_per_epoch = len(cut_batches(self.frames, batch_size, group_size)) // group_size
+        self.steps_per_epoch = -(-self.micro_per_epoch // accumulate)
+        if self.micro_per_epoch == 0:
             raise ManifestError(f"{len(utts)} utterances cannot feed {group_size} devices")
+        self._plans = {}
+        batches, pad, _ = self.plan(0)
+        self.padding_fraction = padding_fraction(self.epoch_frames(0), batches, pad)
+
+    def _ctc_fits(self):
+        fits = np.ones((len(self.utts), len(self.factors)), bool)
+        for n, u in enumerate(self.utts):
+            need = len(u.label) + sum(1 for a, b in zip(u.label, u.label[1:]) if a == b)
+            for k, factor in enumerate(self.factors):
+                if factor > 1.0:  # shorter: lower bound of its frames
+                    shortest = speed_frames(u.frames, factor, self.hop) - 3
+                    fits[n, k] = output_lengths(shortest) >= need
+        return fits
+
+    def epoch_factors(self, epoch):
+        """Speed factor of every utterance in `epoch` (1.0 without speed perturbation)."""
+        if len(self.factors) == 1 and self.factors[0] == 1.0:
+            return np.ones(len(self.utts))
+        pick = np.random.default_rng([self.seed, epoch, 1]).integers(0, len(self.factors),
+                                                                      len(self.utts))
+        ok = self._fits[np.arange(len(self.utts)), pick]
+        return np.where(ok, self.factors[pick], 1.0)
+
+    def epoch_frames(self, epoch):
+        """Frame counts (upper bounds) of the utterances as `epoch` presents them."""
+        return np.array([speed_frames(f, s, self.hop)
+                         for f, s in zip(self.frames, self.epoch_factors(epoch))])
+
+    def plan(self, epoch):
+        """(batches, pad lengths, speed factors) of `epoch`: every batch of every rank."""
+        if epoch not in self._plans:
+            if len(self._plans) >= 4:  # a few epochs around the current one
+                self._plans.pop(next(iter(self._plans)))
+            self._plans[epoch] = self._make_plan(epoch)
+        return self._plans[epoch]
+
+    def _make_plan(self, epoch):
+        frames = self.epoch_frames(epoch)
+        batches = cut_batches(frames, self.batch_size, self.group_size)
+        maxima = np.array([frames[b].max() for b in batches])
+        return batches, self.bounds[np.searchsorted(self.bounds, maxima + 1)], \
+            self.epoch_factors(epoch)
+
+    @property
+    def pad(self):
+        """The pad lengths this run may use (all of them appear in the worst case)."""
+        return self.bounds
 
     def epoch_order(self, epoch):
-        """Batch indices this rank visits in `epoch`."""
-        order = np.argsort(self.pad, kind="stable")  # shortest first
+        """Batch indices (into plan(epoch)) this rank visits in `epoch`."""
+        order = np.argsort(self.plan(epoch)[1], kind="stable")  # shortest first
         if self.shuffle and not (self.sortagrad and epoch == 0):
             order = np.random.default_rng([self.seed, epoch]).permutation(order)
         return order[self.rank::self.group_size]
 
-    def batch_utterances(self, step):
-        """Utterances of global step `step`."""
+    def micro_batches(self, step):
+        """Item indices (micro-batches) of optimizer step `step`."""
         epoch, k = divmod(step, self.steps_per_epoch)
-        return [self.utts[i] for i in self.batches[self.epoch_order(epoch)[k]]]
+        first = epoch * self.micro_per_epoch + k * self.accumulate
+        return range(first, min(first + self.accumulate, (epoch + 1) * self.micro_per_epoch))
+
+    def _item(self, item):
+        """(utterances, pad length, speed factors) of item (micro-batch) `item`."""
+        epoch, k = divmod(int(item), self.micro_per_epoch)
+        batches, pad, factors = self.plan(epoch)
+        index = self.epoch_order(epoch)[k]
+        chosen = batches[index]
+        return [self.utts[i] for i in chosen], int(pad[index]), factors[chosen]
+
+    def batch_utterances(self, step):
+        """Utterances of optimizer step `step`."""
+        return [u for item in self.micro_batches(step) for u in self._item(item)[0]]
 
     def __len__(self):
-        return self.epochs * self.steps_per_epoch
+        return self.epochs * self.micro_per_epoch
 
-    def __getitem__(self, step):
-        epoch, k = divmod(int(step), self.steps_per_epoch)
-        index = self.epoch_order(epoch)[k]
-        utts = [self.utts[i] for i in self.batches[index]]
-        pad = int(self.pad[index])
-        width = self.label_width[self.pad[index]]
+    def __getitem__(self, item):
+        utts, pad, factors = self._item(item)
+        width = self.label_width[pad]
         n_freq = self.n_fft // 2 + 1
         inputs = np.zeros((len(utts), 1, n_freq, pad), np.float32)
         lengths = np.zeros(len(utts), np.int32)
         targets = np.zeros((len(utts), width), np.int32)
         target_lengths = np.zeros(len(utts), np.int32)
-        for j, u in enumerate(utts):
-            spec = featurize(u.audio, self.features)  # (F, T)
+        for j, (u, factor) in enumerate(zip(utts, factors)):
+            spec = self.features_of(u, factor, [self.seed, int(item), self.rank, j])
             if spec.shape[1] > pad:
                 raise ManifestError(f"{u.audio}: audio is {spec.shape[1]} frames, longer than its "
                                     "manifest duration says; regenerate the manifest")
-            if self.augment is not None:  # seeded by (seed, step, position): resume-exact
-                rng = np.random.default_rng([self.seed, int(step), self.rank, j])
-                spec = spec_augment(spec, rng, self.augment)
             inputs[j, 0, :, :spec.shape[1]] = spec
             lengths[j] = spec.shape[1]
             targets[j, :len(u.label)] = u.label
             target_lengths[j] = len(u.label)
         return inputs, lengths, targets, target_lengths
 
+    def features_of(self, utt, factor, seed):
+        """The (augmented) spectrogram (F, T) of `utt`; the augmentations draw from a generator
+        seeded by `seed` (seed, item, rank, position), so a resumed run repeats them."""
+        aug = self.augmenter
+        if aug is None or not (aug.on_wave or aug.on_spec):
+            return featurize(utt.audio, self.features)
+        rng = np.random.default_rng(seed)
+        if aug.on_wave:
+            wave = load_audio(utt.audio, self.features.sample_rate)
+            spec = features_of(aug.wave(wave, float(factor), rng), self.features)
+        else:
+            spec = featurize(utt.audio, self.features)
+        return aug.spec(spec, rng)
+
 
 def training_source(utts, cfg, rank=0, group_size=1):
-    """The BatchSource of a training run as configured (shuffled, sortagrad, this rank's shard)."""
+    """The BatchSource of a training run as configured (shuffled, sortagrad, augmentation,
+    gradient accumulation, this rank's shard)."""
+    augmenter = Augmenter(cfg.augment, cfg.features.sample_rate)
     return BatchSource(utts, cfg, cfg.data.batch_size, cfg.data.num_buckets,
                        epochs=cfg.train.epochs, shuffle=True, seed=cfg.seed, rank=rank,
-                       group_size=group_size, sortagrad=cfg.data.sortagrad, augment=cfg.augment)
+                       group_size=group_size, sortagrad=cfg.data.sortagrad, augmenter=augmenter,
+                       accumulate=cfg.train.accumulate_steps)
 
 
 def create_dataset(source, num_parallel_workers=1, start_step=0):
-    """MindSpore dataset over `source` (BatchSource), from global step `start_step` on."""
+    """MindSpore dataset over `source` (BatchSource), from optimizer step `start_step` on."""
     import mindspore.dataset as ds
-    indices = list(range(start_step, len(source)))
-    sampler = ds.SequentialSampler() if start_step == 0 else ds.SubsetSampler(indices)
+    first = source.micro_batches(start_step).start if start_step else 0
+    indices = list(range(first, len(source)))
+    sampler = ds.SequentialSampler() if first == 0 else ds.SubsetSampler(indices)
     workers = max(1, int(num_parallel_workers))
     return ds.GeneratorDataset(source, column_names=COLUMNS, sampler=sampler,
                                num_parallel_workers=workers, python_multiprocessing=workers > 1,

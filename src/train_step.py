@@ -119,12 +119,20 @@ class TrainStep(nn.TrainOneStepCell):
             self.loss_scale_counter = loss_scaler.counter
 
     def construct(self, *inputs):
+        loss, grads = self.loss_and_grads(1.0, *inputs)
+        return self.update(loss, grads)
+
+    def loss_and_grads(self, weight, *inputs):
+        """(loss, gradients of weight x loss (x the loss scale, if any))."""
         loss = self.network(*inputs)
         if self.scaler is None:
-            sens = ms.ops.fill(loss.dtype, loss.shape, self.sens)
+            sens = ms.ops.fill(loss.dtype, loss.shape, self.sens) * weight
         else:
-            sens = ms.ops.ones_like(loss) * self.scaler.scale_value.astype(loss.dtype)
-        grads = self.grad(self.network, self.weights)(*inputs, sens)
+            sens = ms.ops.ones_like(loss) * self.scaler.scale_value.astype(loss.dtype) * weight
+        return loss, self.grad(self.network, self.weights)(*inputs, sens)
+
+    def update(self, loss, grads):
+        """All-reduce, unscale, check, clip and apply `grads`; returns (loss, finite)."""
         grads = self.grad_reducer(grads)
         if self.scaler is not None:
             grads = self.scaler.unscale(grads)
@@ -143,3 +151,63 @@ class TrainStep(nn.TrainOneStepCell):
                 grads = clip_by_norm(grads, norm, self.max_grad_norm)
             loss = ms.ops.depend(loss, self.optimizer(grads))
         return loss, finite
+
+
+class _MicroGrads(nn.Cell):
+    """The gradients of one micro-batch, weighted, without an update (TrainStep.loss_and_grads)."""
+
+    def __init__(self, step):
+        super().__init__(auto_prefix=False)  # keep the parameter names of the step's network
+        self.step = step
+
+    def construct(self, weight, *inputs):
+        return self.step.loss_and_grads(weight, *inputs)
+
+
+class _ApplyGrads(nn.Cell):
+    """The update of TrainStep with given gradients (TrainStep.update)."""
+
+    def __init__(self, step):
+        super().__init__(auto_prefix=False)
+        self.step = step
+
+    def construct(self, loss, grads):
+        return self.step.update(loss, grads)
+
+
+class AccumulatingStep:
+    """train.accumulate_steps: one optimizer step from several micro-batches.
+
+        loss, finite = AccumulatingStep(train_step)([batch_1, ..., batch_n])
+
+    Micro-batch i (b_i utterances of B in all) contributes the gradients of b_i / B x its mean
+    loss, so the sum equals the gradient of the mean loss over all B utterances: one batch of B
+    (exactly so when BatchNorm uses fixed statistics; in training mode each micro-batch
+    normalises with its own statistics and updates the moving ones, as in every framework). The
+    sum is all-reduced, clipped and applied once (TrainStep.update), so the optimizer, its lr
+    schedule and loss scaling count optimizer steps, and the peak memory is that of one
+    micro-batch plus one copy of the gradients.
+    """
+
+    def __init__(self, train_step):
+        self.train_step = train_step
+        self.micro = _MicroGrads(train_step)
+        self.apply = _ApplyGrads(train_step)
+        self.micro.set_train(train_step.training)
+        self.apply.set_train(train_step.training)
+
+    def gradients(self, batches):
+        """(mean loss over all utterances, summed weighted gradients) of `batches`, each a tuple
+        (inputs (B_i, 1, F, T_i), input_lengths, targets, target_lengths)."""
+        total = sum(b[0].shape[0] for b in batches)
+        loss, summed = 0.0, None
+        for batch in batches:
+            weight = ms.Tensor(batch[0].shape[0] / total, ms.float32)
+            part, grads = self.micro(weight, *batch)
+            loss = loss + part * weight
+            summed = grads if summed is None else tuple(a + g for a, g in zip(summed, grads))
+        return loss, summed
+
+    def __call__(self, batches):
+        """One optimizer step from `batches`; returns (loss, finite) as TrainStep does."""
+        return self.apply(*self.gradients(batches))

@@ -31,7 +31,7 @@ from src.freeze import freeze
 from src.lr_generator import get_lr
 from src.progress import progress
 from src.text import make_encoder
-from src.train_step import build_optimizer, build_train_step
+from src.train_step import AccumulatingStep, build_optimizer, build_train_step
 
 
 class TrainingDiverged(UserError):
@@ -100,6 +100,7 @@ class TrainingRun:
     infer_net: object  # the same network with log-softmax, for validation
     best: object  # BestTracker: DeepSpeech-best.ckpt and early stopping
     train_step: object
+    accumulating: object  # AccumulatingStep over train_step (train.accumulate_steps > 1) or None
     lr: np.ndarray
     start: int = 0
     last_ckpt: str = None
@@ -127,6 +128,12 @@ def load_training_data(cfg, rank, group_size, logger):
     pads = sorted(set(source.pad.tolist()))
     logger.info("%d steps/epoch, %d padded lengths %s, padding %.1f%% of frames",
                 source.steps_per_epoch, len(pads), pads, 100 * source.padding_fraction)
+    if source.accumulate > 1:
+        logger.info("gradient accumulation: %d batches of %d per optimizer step (%d batches/epoch)",
+                    source.accumulate, cfg.data.batch_size, source.micro_per_epoch)
+    if source.speed_kept:
+        logger.info("speed perturbation: %d utterances keep factor 1.0 when a faster one is drawn "
+                    "(their transcripts would not fit CTC)", source.speed_kept)
     return encoder, source
 
 
@@ -151,6 +158,15 @@ def build_model(cfg, group_size, steps_per_epoch, blank, logger):
     train_step = build_train_step(network, build_optimizer(network, cfg, lr), cfg, blank)
     train_step.set_train(True)
     return network, lr, train_step
+
+
+def optimizer_step(run, batches):
+    """(loss, finite) of one optimizer step over `batches` (one, or accumulate_steps)."""
+    if run.accumulating is None:
+        loss, ok = run.train_step(*batches[0])[:2]
+    else:
+        loss, ok = run.accumulating(batches)
+    return float(loss.asnumpy()), bool(ok.asnumpy())
 
 
 def resume_position(cfg, train_step, spe, logger):
@@ -182,8 +198,9 @@ def setup_run(cfg, rank=0, group_size=1):
     if best.record:
         logger.info("best so far: %s %.2f at epoch %d (%s)", best.record["metric"],
                     best.record["value"], best.record["epoch"], BEST_CKPT)
+    accumulating = AccumulatingStep(train_step) if source.accumulate > 1 else None
     return TrainingRun(cfg, rank, group_size, logger, encoder, source, network,
-                       InferenceNet(network), best, train_step, lr, start)
+                       InferenceNet(network), best, train_step, accumulating, lr, start)
 
 
 def record_step(run, metrics, step, loss, ok, batch_size, bar):
@@ -295,11 +312,10 @@ def run_training(cfg, rank=0, group_size=1):
             if bar is None:
                 bar = progress(total=spe, initial=k, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
                                unit="step", disable=rank != 0)
-            batch = next_batch(run, iterator, bar)
-            loss, ok = run.train_step(*batch)[:2]
-            loss, ok = float(loss.asnumpy()), bool(ok.asnumpy())
+            batches = [next_batch(run, iterator, bar) for _ in run.source.micro_batches(step)]
+            loss, ok = optimizer_step(run, batches)
             guard.update(ok, step + 1, lambda s=step: run.source.batch_utterances(s))
-            record_step(run, metrics, step, loss, ok, batch[0].shape[0], bar)
+            record_step(run, metrics, step, loss, ok, sum(b[0].shape[0] for b in batches), bar)
             epoch_end = (step + 1) % spe == 0
             if epoch_end:
                 bar.close()

@@ -3,7 +3,11 @@ import json
 import os
 import sys
 
-from conftest import run
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import REPO, run
 
 
 def test_train_step_benchmark_prints_one_consistent_json_line():
@@ -86,3 +90,46 @@ def test_transcribe_speed_benchmark_reports_a_consistent_rtf():
     assert abs(out["rtf"] - out["processing_s"] / out["audio_s"]) < 1e-3
     assert set(out["seconds"]) == {"audio+features", "network", "decoding"}
     assert sum(out["seconds"].values()) <= out["processing_s"] * 1.05 + 0.01
+
+
+def test_train_step_benchmark_with_accumulation_counts_every_micro_batch():
+    proc = run([sys.executable, "benchmarks/train_step.py", "--hidden", "16", "--layers", "1",
+                "--batch", "2", "--frames", "120", "--steps", "1", "--accumulate", "3"])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["accumulate"] == 3 and out["mode"] == "train" and out["loss"] > 0
+    assert abs(out["frames_per_s"] - 3 * 2 * 120 / out["step_s_median"]) < 1e-6 * out["frames_per_s"]
+
+
+def test_data_pipeline_benchmark_reports_plain_and_augmented_with_headroom(sample_data, tmp_path):
+    (tmp_path / "noise").mkdir()
+    sf.write(tmp_path / "noise/n.wav", np.random.default_rng(0).standard_normal(8000) * 0.1, 16000)
+    proc = run([sys.executable, "benchmarks/data_pipeline.py", "--manifest",
+                str(sample_data / "libri_train_manifest.csv"), "--workers", "1", "--batch", "4",
+                "--max_batches", "4", "--train_frames_per_s", "500",
+                "--noise_dir", str(tmp_path / "noise")])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["augment"] == "speed,gain,spec,noise"
+    for name in ("plain", "augmented"):
+        res = out[name]
+        assert res["frames_per_s"] > res["utt_per_s"] > 0
+        assert res["headroom"] == pytest.approx(res["frames_per_s"] / 500)
+        assert 0 <= res["padding_fraction"] < 0.5 and 1 <= res["padded_lengths"] <= 6
+    # the augmented source pads for its slowest (0.9x) version of every utterance
+    assert out["augmented"]["padding_fraction"] > out["plain"]["padding_fraction"]
+
+
+def test_heldout_voice_split_keeps_the_voices_apart(sample_data, tmp_path):
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from heldout_voices import speaker, split_manifests
+
+    from src.manifest import read_manifest
+    paths, held = split_manifests(str(sample_data), str(tmp_path), 4)
+    got = {k: read_manifest(v) for k, v in paths.items()}
+    assert held == list(range(103, 136, 4))
+    assert all(speaker(e) in held for e in got["heldout_voices"])
+    assert not any(speaker(e) in held for e in got["seen_train"] + got["seen_voices_test"])
+    everything = sum(len(read_manifest(str(sample_data / f"libri_{n}_manifest.csv")))
+                     for n in ("train", "val", "test_clean"))
+    train_and_test = len(got["seen_train"]) + len(got["seen_voices_test"])
+    seen_dev = everything - train_and_test - len(got["heldout_voices"])
+    assert 0 < seen_dev < 24  # only the seen voices' dev utterances are left out

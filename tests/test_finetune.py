@@ -167,3 +167,46 @@ def test_learning_curves_read_the_metrics_and_draw_both_panels(tmp_path):
     (tmp_path / "empty.jsonl").write_text("")
     bad = run([sys.executable, f"{REPO}/plot_curves.py", "empty.jsonl"], ok=False, cwd=tmp_path)
     assert bad.returncode == 1 and "holds no loss or validation lines" in bad.stderr
+
+
+def test_accumulated_micro_batches_equal_one_big_batch(ms_context):
+    """Gradients of 1 + 3 utterances (padded to 25 and 40 frames) accumulated == those of the
+    4 at once (ms.value_and_grad of the loss), and the optimizer receives the same step."""
+    from mindspore import nn
+
+    from src.train_step import AccumulatingStep
+    T = ms_context.Tensor
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 1, 161, 40)).astype(np.float32)
+    lens = np.array([40, 33, 40, 25], np.int32)
+    for j, n in enumerate(lens):
+        x[j, :, :, n:] = 0.0
+    tg = np.array([[1, 2, 3], [4, 5, 0], [6, 7, 8], [9, 0, 0]], np.int32)
+    tl = np.array([3, 2, 3, 1], np.int32)
+    full = (T(x), T(lens), T(tg), T(tl))
+    parts = [(T(x[3:, :, :, :25]), T(lens[3:]), T(tg[3:, :1]), T(tl[3:])),
+             (T(x[:3]), T(lens[:3]), T(tg[:3]), T(tl[:3]))]
+    steps = []
+    for _ in range(2):
+        _, net, step = tiny_step()
+        for _, cell in net.cells_and_names():  # fixed statistics: the one case where they agree
+            if isinstance(cell, nn.BatchNorm2d):
+                cell.use_batch_statistics = False
+        steps.append(step)
+    ms_context.load_param_into_net(steps[1].network, {
+        p.name: ms_context.Parameter(p.data.copy(), p.name)
+        for p in steps[0].network.get_parameters()})
+    big, accumulated = steps
+    ref_loss, ref = ms_context.value_and_grad(big.network, None, big.weights)(*full)
+    loss, grads = AccumulatingStep(accumulated).gradients(parts)
+    assert float(loss.asnumpy()) == pytest.approx(float(ref_loss.asnumpy()), rel=1e-6)
+    for p, r, g in zip(big.weights, ref, grads):
+        np.testing.assert_allclose(g.asnumpy(), r.asnumpy(), rtol=1e-4, atol=1e-5, err_msg=p.name)
+
+    big(*full)
+    AccumulatingStep(accumulated)(parts)
+    for moment, atol in (("moment1", 1e-6), ("moment2", 1e-8)):  # 0.1 g and 0.001 g^2
+        for a, b in zip(getattr(big.optimizer, moment), getattr(accumulated.optimizer, moment)):
+            np.testing.assert_allclose(b.asnumpy(), a.asnumpy(), rtol=1e-3, atol=atol,
+                                       err_msg=a.name)
+    assert int(accumulated.optimizer.global_step.asnumpy().reshape(-1)[0]) == 1  # one step

@@ -7,6 +7,7 @@ import sys
 import time
 
 import numpy as np
+import soundfile as sf
 
 from conftest import REPO, run, tiny_batch, tiny_step
 from test_end_to_end import head
@@ -26,19 +27,26 @@ def steps(out):
 
 
 def test_kill_9_and_resume_matches_uninterrupted_run(ms_context, sample_data, tmp_path):
-    """With SpecAugment on: the resumed run must draw the uninterrupted run's masks."""
+    """With every augmentation on (SoX speed, gain, noise, SpecAugment) and 2 batches per
+    optimizer step: the resumed run must draw the uninterrupted run's augmentations, and the
+    steps and lr schedule count optimizer steps."""
+    from src.lr_generator import get_lr
     train = head(sample_data / "libri_train_manifest.csv", tmp_path / "train.csv", 10)
+    (tmp_path / "noise").mkdir()
+    hum = np.sin(np.arange(6000) * 0.05) * 8000
+    sf.write(tmp_path / "noise/hum.wav", hum.astype(np.int16), 16000)
     ref, crash = tmp_path / "ref", tmp_path / "crash"
-    augmented = ["--spec_augment=true"]
+    augmented = ["--spec_augment=true", "--speed_perturb=true", "--gain_perturb=true",
+                 f"--noise_dir={tmp_path / 'noise'}", "--accumulate_steps=2"]
     run(train_cmd(train, ref, *augmented))
-    final = "DeepSpeech-3_5.ckpt"  # 10 utterances / 2 = 5 steps per epoch, 15 in all
+    final = "DeepSpeech-3_3.ckpt"  # 10 utterances / 2 = 5 batches = 3 optimizer steps per epoch
     assert (ref / "ckpt" / final).is_file()
 
     proc = subprocess.Popen(train_cmd(train, crash, *augmented), cwd=REPO,
                             stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not (crash / "ckpt/DeepSpeech-2_1.ckpt").exists():  # step 6 of 15 is saved
+    while not (crash / "ckpt/DeepSpeech-2_1.ckpt").exists():  # step 4 of 9 is saved
         assert proc.poll() is None and time.time() < deadline, "run ended before the kill"
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
@@ -47,13 +55,18 @@ def test_kill_9_and_resume_matches_uninterrupted_run(ms_context, sample_data, tm
     proc = run(train_cmd(train, crash, "--resume=auto", *augmented))
     assert "resumed from" in proc.stderr
 
-    assert steps(crash) == steps(ref) == list(range(1, 16))  # nothing lost, nothing twice
+    assert steps(crash) == steps(ref) == list(range(1, 10))  # nothing lost, nothing twice
+    lr = get_lr(1e-3, 3, 3, warmup_steps=50, hold_epochs=8)
+    logged = [json.loads(line)["lr"] for line in (crash / "log/metrics.jsonl").read_text()
+              .splitlines()]
+    np.testing.assert_allclose(logged, lr, rtol=1e-6)
     a = ms_context.load_checkpoint(str(ref / "ckpt" / final))
     b = ms_context.load_checkpoint(str(crash / "ckpt" / final))
     for name in a:
         if name.startswith(("moment", "conv.", "RNN.", "fc.")):
             np.testing.assert_allclose(b[name].asnumpy(), a[name].asnumpy(), rtol=1e-4,
                                        atol=1e-6, err_msg=name)
+    assert int(b["global_step"].asnumpy().reshape(-1)[0]) == 9
 
 
 SAVER = """
