@@ -149,6 +149,8 @@ def _coerce(key, value, default):
     elif kind is list:
         if isinstance(value, str):
             value = [v for v in value.split(",") if v]
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]  # --speed_factors=1.1: a list of one
         if isinstance(value, list) and default and isinstance(default[0], float):
             return [_coerce(key, v, 0.0) for v in value]  # a list of numbers stays numbers
         if isinstance(value, list):

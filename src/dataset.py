@@ -209,10 +209,12 @@ class BatchSource:
         fits = self._ctc_fits()  # (N, K): factor k keeps utterance n trainable under CTC
         self.speed_kept = int((~fits).any(axis=1).sum())
         self._fits = fits
-        worst = np.array([speed_frames(f, self.factors.min(), self.hop) for f in self.frames])
+        # 1.0 too: an utterance kept at 1.0 (CTC) is longer than at any faster factor
+        slowest, fastest = min(self.factors.min(), 1.0), max(self.factors.max(), 1.0)
+        worst = np.array([speed_frames(f, slowest, self.hop) for f in self.frames])
         self.bounds, _ = batch_bounds(worst, cut_batches(worst, batch_size, group_size),
                                       num_buckets)
-        lows = np.array([speed_frames(f, self.factors.max(), self.hop) - 1 for f in self.frames])
+        lows = np.array([speed_frames(f, fastest, self.hop) - 1 for f in self.frames])
         # Label width per pad length, fixed (one graph each): the longest label that can land in
         # a batch padded to it.
         self.label_width = {int(p): max([len(u.label) for u, low in zip(utts, lows) if low < p],
@@ -306,7 +308,7 @@ class BatchSource:
         targets = np.zeros((len(utts), width), np.int32)
         target_lengths = np.zeros(len(utts), np.int32)
         for j, (u, factor) in enumerate(zip(utts, factors)):
-            spec = self.features_of(u, factor, [self.seed, int(item), self.rank, j])
+            spec = self.utterance_features(u, factor, [self.seed, int(item), self.rank, j])
             if spec.shape[1] > pad:
                 raise ManifestError(f"{u.audio}: audio is {spec.shape[1]} frames, longer than its "
                                     "manifest duration says; regenerate the manifest")
@@ -316,7 +318,7 @@ class BatchSource:
             target_lengths[j] = len(u.label)
         return inputs, lengths, targets, target_lengths
 
-    def features_of(self, utt, factor, seed):
+    def utterance_features(self, utt, factor, seed):
         """The (augmented) spectrogram (F, T) of `utt`; the augmentations draw from a generator
         seeded by `seed` (seed, item, rank, position), so a resumed run repeats them."""
         aug = self.augmenter
