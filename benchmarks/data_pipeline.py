@@ -73,7 +73,7 @@ def main(argv=None):
     if unknown:
         p.error(f"--augment: unknown {', '.join(sorted(unknown))}")
 
-    from src.augment import Augmenter
+    from src.augment import ALL_OFF, Augmenter
     from src.config import load_config
     from src.dataset import (
         BatchSource,
@@ -86,7 +86,7 @@ def main(argv=None):
     flags += [f"--noise_dir={a.noise_dir}"] if a.noise_dir else []
     result = {"manifest": a.manifest, "workers": a.workers, "batch": a.batch,
               "augment": a.augment + (",noise" if a.noise_dir else "")}
-    for name, overrides in (("plain", []), ("augmented", flags)):
+    for name, overrides in (("plain", ALL_OFF), ("augmented", ALL_OFF + flags)):
         cfg = load_config(overrides)
         utts, _ = load_utterances(a.manifest, cfg, make_encoder(cfg))
         source = BatchSource(utts, cfg, a.batch, a.buckets, shuffle=True, seed=0,

@@ -26,6 +26,8 @@ SETTINGS = {
     "none": [],
     "spec": ["--spec_augment=true"],
     "speed": ["--speed_perturb=true"],
+    "gain": ["--gain_perturb=true"],
+    "speed+gain": ["--speed_perturb=true", "--gain_perturb=true"],
     "speed+gain+spec": ["--speed_perturb=true", "--gain_perturb=true", "--spec_augment=true"],
 }
 
@@ -64,11 +66,13 @@ def newest_checkpoint(folder):
 
 
 def run_setting(name, flags, paths, out, epochs):
-    """Train with `flags`, evaluate both test manifests; returns {manifest name: {wer, cer}}."""
+    """Train with `flags` (every augmentation off unless named), evaluate both test manifests;
+    returns {manifest name: {wer, cer, utterances}}."""
+    from src.augment import ALL_OFF
     where = os.path.join(out, name.replace("+", "_"))
     train = [sys.executable, os.path.join(REPO, "train.py"), f"--epochs={epochs}",
              f"--train_manifest={paths['seen_train']}", "--val_manifest=",
-             f"--checkpoint_dir={where}/ckpt", f"--log_dir={where}/log", *flags]
+             f"--checkpoint_dir={where}/ckpt", f"--log_dir={where}/log", *ALL_OFF, *flags]
     subprocess.run(train, check=True, stdout=subprocess.DEVNULL)
     ckpt = newest_checkpoint(os.path.join(where, "ckpt"))
     evaluate = [sys.executable, os.path.join(REPO, "eval.py"), f"--checkpoint={ckpt}",

@@ -19,6 +19,8 @@ import numpy as np
 from src.errors import UserError
 
 NOISE_EXTENSIONS = (".wav", ".flac")
+# Command-line overrides that switch every augmentation off (the benchmarks' baselines).
+ALL_OFF = ["--speed_perturb=false", "--gain_perturb=false", "--spec_augment=false", "--noise_dir="]
 
 
 class AugmentError(UserError):
@@ -95,8 +97,9 @@ def _noise(path, sample_rate):
 def check_augment(aug):
     """AugmentError for settings that cannot run (before any work)."""
     if aug.speed_perturb and shutil.which("sox") is None:
-        raise AugmentError("augment.speed_perturb needs the sox program on PATH "
-                           "(Debian/Ubuntu: apt-get install sox; conda: conda install sox)")
+        raise AugmentError("augment.speed_perturb (on by default) needs the sox program on PATH: "
+                           "install it (Debian/Ubuntu: apt-get install sox; conda: conda install "
+                           "-c conda-forge sox) or train with --speed_perturb=false")
     if aug.speed_perturb:
         bad = [f for f in aug.speed_factors if not isinstance(f, (int, float)) or not
                0.5 <= float(f) <= 2.0]

@@ -184,4 +184,5 @@ def test_an_empty_noise_folder_and_a_missing_sox_stop_train_py_in_one_line(tmp_p
     proc = run([str(bin_dir / "python"), os.path.join(REPO, "train.py"), "--speed_perturb=true"],
                ok=False, env=env, cwd=tmp_path)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert "augment.speed_perturb needs the sox program" in proc.stderr.strip().splitlines()[-1]
+    assert "augment.speed_perturb (on by default) needs the sox program" in \
+        proc.stderr.strip().splitlines()[-1]

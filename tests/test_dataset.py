@@ -195,8 +195,9 @@ def test_training_batches_are_augmented_the_same_way_on_every_visit(sample_data)
     from src.config import load_config
     from src.dataset import load_utterances, training_source
     from src.text import make_encoder
-    cfg = load_config(["--batch_size=2", "--spec_augment=true", "--epochs=2"])
-    plain_cfg = load_config(["--batch_size=2", "--epochs=2"])
+    cfg = load_config(["--batch_size=2", "--spec_augment=true", "--epochs=2",
+                       "--speed_perturb=false"])
+    plain_cfg = load_config(["--batch_size=2", "--epochs=2", "--speed_perturb=false"])
     utts, _ = load_utterances(str(sample_data / "libri_train_manifest.csv"), cfg,
                               make_encoder(cfg))
     utts = utts[:6]

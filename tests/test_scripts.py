@@ -113,9 +113,11 @@ def test_background_prints_the_pid_that_stops_the_run(tmp_path):
     assert f"log: {tmp_path}/run_standalone_train_gpu.log" in proc.stdout
     pid = int(re.search(r"PID (\d+)", proc.stdout).group(1))
     deadline = time.time() + 10
-    while not (tmp_path / "pid").exists() and time.time() < deadline:
+    pid_file = tmp_path / "pid"
+    while not (pid_file.exists() and pid_file.read_text().endswith("\n")) \
+            and time.time() < deadline:  # written, not just created
         time.sleep(0.05)
-    assert int((tmp_path / "pid").read_text()) == pid  # the job itself, not a launcher shell
+    assert int(pid_file.read_text()) == pid  # the job itself, not a launcher shell
     os.kill(pid, signal.SIGTERM)
     while time.time() < deadline:
         try:
