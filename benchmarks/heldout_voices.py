@@ -28,6 +28,7 @@ SETTINGS = {
     "speed": ["--speed_perturb=true"],
     "gain": ["--gain_perturb=true"],
     "speed+gain": ["--speed_perturb=true", "--gain_perturb=true"],
+    "speed+spec": ["--speed_perturb=true", "--spec_augment=true"],
     "speed+gain+spec": ["--speed_perturb=true", "--gain_perturb=true", "--spec_augment=true"],
 }
 

@@ -206,19 +206,9 @@ class BatchSource:
         self.augmenter = augmenter
         self.factors = np.array(augmenter.factors if augmenter else [1.0])
         self.frames = np.array([u.frames for u in utts])
-        fits = self._ctc_fits()  # (N, K): factor k keeps utterance n trainable under CTC
-        self.speed_kept = int((~fits).any(axis=1).sum())
-        self._fits = fits
-        # 1.0 too: an utterance kept at 1.0 (CTC) is longer than at any faster factor
-        slowest, fastest = min(self.factors.min(), 1.0), max(self.factors.max(), 1.0)
-        worst = np.array([speed_frames(f, slowest, self.hop) for f in self.frames])
-        self.bounds, _ = batch_bounds(worst, cut_batches(worst, batch_size, group_size),
-                                      num_buckets)
-        lows = np.array([speed_frames(f, fastest, self.hop) - 1 for f in self.frames])
-        # Label width per pad length, fixed (one graph each): the longest label that can land in
-        # a batch padded to it.
-        self.label_width = {int(p): max([len(u.label) for u, low in zip(utts, lows) if low < p],
-                                        default=1) for p in self.bounds}
+        self._fits = self._ctc_fits()  # (N, K): factor k keeps utterance n trainable under CTC
+        self.speed_kept = int((~self._fits).any(axis=1).sum())
+        self.bounds, self.label_width = self._shapes(num_buckets)
         self.micro_per_epoch = len(cut_batches(self.frames, batch_size, group_size)) // group_size
         self.steps_per_epoch = -(-self.micro_per_epoch // accumulate)
         if self.micro_per_epoch == 0:
@@ -226,6 +216,23 @@ class BatchSource:
         self._plans = {}
         batches, pad, _ = self.plan(0)
         self.padding_fraction = padding_fraction(self.epoch_frames(0), batches, pad)
+
+    def _shapes(self, num_buckets):
+        """(pad lengths, {pad length: label width}), fixed for the run (one graph shape each).
+
+        The pad lengths are those of every utterance at the slowest factor, 1.0 included (an
+        utterance kept at 1.0 for CTC is longer than at any faster factor); a label width is the
+        longest label that can land in a batch padded to that length.
+        """
+        slowest = min(self.factors.min(), 1.0)
+        fastest = max(self.factors.max(), 1.0)
+        worst = np.array([speed_frames(f, slowest, self.hop) for f in self.frames])
+        bounds, _ = batch_bounds(worst, cut_batches(worst, self.batch_size, self.group_size),
+                                 num_buckets)
+        lows = np.array([speed_frames(f, fastest, self.hop) - 1 for f in self.frames])
+        widths = {int(p): max([len(u.label) for u, low in zip(self.utts, lows) if low < p],
+                              default=1) for p in bounds}
+        return bounds, widths
 
     def _ctc_fits(self):
         fits = np.ones((len(self.utts), len(self.factors)), bool)
