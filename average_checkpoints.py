@@ -14,7 +14,6 @@ checkpoint's folder>/DeepSpeech-avg.ckpt) that eval.py, export.py and transcribe
 import argparse
 import json
 import os
-import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -34,8 +33,7 @@ def best_checkpoints(ckpt_dir, metrics_path, metric, n):
             if f"val_{metric}" in record:
                 values[(record["epoch"], record["step"])] = record[f"val_{metric}"]
     scored = []
-    for _, path in list_checkpoints(ckpt_dir):
-        epoch, step_in_epoch = map(int, re.search(r"-(\d+)_(\d+)\.ckpt$", path).groups())
+    for (epoch, step_in_epoch), path in list_checkpoints(ckpt_dir):
         # an epoch-end checkpoint's global step is epoch x steps per epoch = that validation's
         value = values.get((epoch, epoch * step_in_epoch))
         if value is not None:

@@ -94,7 +94,7 @@ def main(argv=None):
         utt_s, frames_s = throughput(source, a.workers, a.max_batches)
         result[name] = {"utt_per_s": utt_s, "frames_per_s": frames_s,
                         "padding_fraction": source.padding_fraction,
-                        "padded_lengths": len(source.pad)}
+                        "padded_lengths": len(source.bounds)}
         if a.train_frames_per_s:
             result[name]["headroom"] = frames_s / a.train_frames_per_s
     libri = librispeech_like_frames(28539)

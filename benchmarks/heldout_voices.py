@@ -12,10 +12,8 @@ their test utterances (seen_voices_test.csv) show the gap. Greedy decoding, so t
 is measured. Prints one JSON line per setting and writes <out>/table.md and <out>/results.json.
 """
 import argparse
-import glob
 import json
 import os
-import re
 import subprocess
 import sys
 
@@ -59,23 +57,17 @@ def split_manifests(data_dir, out, every):
     return paths, sorted(held)
 
 
-def newest_checkpoint(folder):
-    """DeepSpeech-<epoch>_<step>.ckpt with the highest (epoch, step)."""
-    found = [(tuple(map(int, m.groups())), p) for p in glob.glob(os.path.join(folder, "*.ckpt"))
-             if (m := re.fullmatch(r"DeepSpeech-(\d+)_(\d+)\.ckpt", os.path.basename(p)))]
-    return max(found)[1]
-
-
 def run_setting(name, flags, paths, out, epochs):
     """Train with `flags` (every augmentation off unless named), evaluate both test manifests;
     returns {manifest name: {wer, cer, utterances}}."""
     from src.augment import ALL_OFF
+    from src.checkpoints import list_checkpoints
     where = os.path.join(out, name.replace("+", "_"))
     train = [sys.executable, os.path.join(REPO, "train.py"), f"--epochs={epochs}",
              f"--train_manifest={paths['seen_train']}", "--val_manifest=",
              f"--checkpoint_dir={where}/ckpt", f"--log_dir={where}/log", *ALL_OFF, *flags]
     subprocess.run(train, check=True, stdout=subprocess.DEVNULL)
-    ckpt = newest_checkpoint(os.path.join(where, "ckpt"))
+    ckpt = list_checkpoints(os.path.join(where, "ckpt"))[-1][1]  # the last one written
     evaluate = [sys.executable, os.path.join(REPO, "eval.py"), f"--checkpoint={ckpt}",
                 f"--manifests={paths['heldout_voices']},{paths['seen_voices_test']}",
                 f"--output_dir={where}/eval"]

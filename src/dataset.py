@@ -214,8 +214,8 @@ class BatchSource:
         if self.micro_per_epoch == 0:
             raise ManifestError(f"{len(utts)} utterances cannot feed {group_size} devices")
         self._plans = {}
-        batches, pad, _ = self.plan(0)
-        self.padding_fraction = padding_fraction(self.epoch_frames(0), batches, pad)
+        batches, pad, _, frames = self.plan(0)
+        self.padding_fraction = padding_fraction(frames, batches, pad)
 
     def _shapes(self, num_buckets):
         """(pad lengths, {pad length: label width}), fixed for the run (one graph shape each).
@@ -253,13 +253,9 @@ class BatchSource:
         ok = self._fits[np.arange(len(self.utts)), pick]
         return np.where(ok, self.factors[pick], 1.0)
 
-    def epoch_frames(self, epoch):
-        """Frame counts (upper bounds) of the utterances as `epoch` presents them."""
-        return np.array([speed_frames(f, s, self.hop)
-                         for f, s in zip(self.frames, self.epoch_factors(epoch))])
-
     def plan(self, epoch):
-        """(batches, pad lengths, speed factors) of `epoch`: every batch of every rank."""
+        """(batches, pad lengths, speed factors, frames) of `epoch`: every batch of every rank;
+        frames are the utterances' frame counts (upper bounds) as the epoch presents them."""
         if epoch not in self._plans:
             if len(self._plans) >= 4:  # a few epochs around the current one
                 self._plans.pop(next(iter(self._plans)))
@@ -267,16 +263,11 @@ class BatchSource:
         return self._plans[epoch]
 
     def _make_plan(self, epoch):
-        frames = self.epoch_frames(epoch)
+        factors = self.epoch_factors(epoch)
+        frames = np.array([speed_frames(f, s, self.hop) for f, s in zip(self.frames, factors)])
         batches = cut_batches(frames, self.batch_size, self.group_size)
         maxima = np.array([frames[b].max() for b in batches])
-        return batches, self.bounds[np.searchsorted(self.bounds, maxima + 1)], \
-            self.epoch_factors(epoch)
-
-    @property
-    def pad(self):
-        """The pad lengths this run may use (all of them appear in the worst case)."""
-        return self.bounds
+        return batches, self.bounds[np.searchsorted(self.bounds, maxima + 1)], factors, frames
 
     def epoch_order(self, epoch):
         """Batch indices (into plan(epoch)) this rank visits in `epoch`."""
@@ -294,7 +285,7 @@ class BatchSource:
     def _item(self, item):
         """(utterances, pad length, speed factors) of item (micro-batch) `item`."""
         epoch, k = divmod(int(item), self.micro_per_epoch)
-        batches, pad, factors = self.plan(epoch)
+        batches, pad, factors, _ = self.plan(epoch)
         index = self.epoch_order(epoch)[k]
         chosen = batches[index]
         return [self.utts[i] for i in chosen], int(pad[index]), factors[chosen]

@@ -125,7 +125,7 @@ def load_training_data(cfg, rank, group_size, logger):
     if encoder.dropped:
         logger.warning("characters dropped from transcripts: %s", dict(encoder.dropped))
     source = training_source(utts, cfg, rank, group_size)
-    pads = sorted(set(source.pad.tolist()))
+    pads = source.bounds.tolist()
     logger.info("%d steps/epoch, %d padded lengths %s, padding %.1f%% of frames",
                 source.steps_per_epoch, len(pads), pads, 100 * source.padding_fraction)
     if source.accumulate > 1:

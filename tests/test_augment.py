@@ -103,7 +103,7 @@ def test_speed_perturbed_batches_lose_nothing_crop_nothing_and_keep_few_shapes(t
     src, cfg = source(corpus(tmp_path))
     pads, factors_seen = set(), []
     for epoch in range(src.epochs):
-        batches, _, factors = src.plan(epoch)
+        batches, _, factors, _ = src.plan(epoch)
         factors_seen.append(tuple(factors))
         seen = []
         for k in range(src.steps_per_epoch):
@@ -120,7 +120,7 @@ def test_speed_perturbed_batches_lose_nothing_crop_nothing_and_keep_few_shapes(t
                 assert targets[j, :target_lengths[j]].tolist() == u.label
             seen += [u.audio for u in utts]
         assert sorted(seen) == sorted(u.audio for u in src.utts)  # every utterance, once
-    assert pads <= set(src.pad.tolist()) and len(src.pad) <= 3
+    assert pads <= set(src.bounds.tolist()) and len(src.bounds) <= 3
     assert len(set(factors_seen)) > 1  # factors change per epoch
     assert set(np.concatenate(factors_seen)) == {0.9, 1.0, 1.1}
     assert [tuple(src.plan(e)[2]) for e in range(src.epochs)] == factors_seen  # seeded
