@@ -47,7 +47,11 @@ def test_data_prep_benchmark_reports_consistent_medians_of_both_routes():
     assert all(f >= c for f, c in zip(rounds["field"], rounds["field_convert"]))
     med = {k: sorted(v)[0] / 2 + sorted(v)[1] / 2 for k, v in rounds.items()}
     assert abs(out["ours_s"] - med["ours"]) <= 0.01
-    assert abs(out["speedup"] - med["field"] / med["ours"]) <= 0.02 * out["speedup"] + 0.01
+    # the speedup comes from unrounded times, the rounds are printed to 0.01 s: the true ratio
+    # lies within what that rounding allows (wide for the field route's ~0.1 s here)
+    low = (med["field"] - 0.005) / (med["ours"] + 0.005)
+    high = (med["field"] + 0.005) / (med["ours"] - 0.005)
+    assert low - 0.005 <= out["speedup"] <= high + 0.005
     hours = out["audio_hours"]
     assert 11 * 2.0 / 3600 < hours < 12 * 4.0 / 3600  # 12 sample utterances of 2-4 s
     rate = hours / med["ours"] * 60  # from rounded seconds: a few % off
