@@ -8,7 +8,8 @@ usage: python eval.py --checkpoint CKPT [--manifests A.csv,B.json] [--decode.*=.
            --manifests=data/libri_test_clean_manifest.csv,data/libri_test_other_manifest.csv
        python eval.py --checkpoint DeepSpeech.ckpt --manifests='["/data/a,b/test.csv"]'
 Decoding: greedy by default; with --decode.method=beam the beam search (with the LM of
---decode.lm_path) and greedy are both reported, from one network pass.
+--decode.lm_path and the hotwords of --decode.hotwords='[NEW YORK, KUBERNETES]') and greedy are
+both reported, from one network pass; summary.json records the decoder's settings.
 Writes <output_dir>/<manifest name>.txt (every REF/HYP pair) and summary.json and prints their
 path; results of an earlier run in output_dir are first moved to output_dir/previous/<time>/.
 The network size is read from the checkpoint (a zoo 1024 x 5 checkpoint needs no config edit).

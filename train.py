@@ -3,7 +3,7 @@
 usage: python train.py [--config_path FILE] [--key=value ...]
   e.g. python train.py --device_target CPU --train.epochs=10 --batch_size=16
        python train.py --pre_trained_model_path outputs/checkpoints/DeepSpeech-5_88.ckpt
-Every key of src/default_config.yaml can be overridden; see README.md "Training". Paths you type
+Every key of src/default_config.yaml can be overridden; see docs/training.md. Paths you type
 are relative to the current directory.
 """
 import os

@@ -75,12 +75,8 @@ def main(argv=None):
 
     from src.augment import ALL_OFF, Augmenter
     from src.config import load_config
-    from src.dataset import (
-        BatchSource,
-        load_utterances,
-        make_batches,
-        padding_fraction,
-    )
+    from src.dataset import BatchSource, load_utterances
+    from src.planner import Batching, make_batches, padding_fraction
     from src.text import make_encoder
     flags = [AUGMENTATIONS[k] for k in a.augment.split(",") if k]
     flags += [f"--noise_dir={a.noise_dir}"] if a.noise_dir else []
@@ -88,8 +84,8 @@ def main(argv=None):
               "augment": a.augment + (",noise" if a.noise_dir else "")}
     for name, overrides in (("plain", ALL_OFF), ("augmented", ALL_OFF + flags)):
         cfg = load_config(overrides)
-        utts, _ = load_utterances(a.manifest, cfg, make_encoder(cfg))
-        source = BatchSource(utts, cfg, a.batch, a.buckets, shuffle=True, seed=0,
+        utts, _ = load_utterances(a.manifest, cfg.features, make_encoder(cfg))
+        source = BatchSource(utts, cfg.features, Batching(a.batch, a.buckets, shuffle=True),
                              augmenter=Augmenter(cfg.augment, cfg.features.sample_rate))
         utt_s, frames_s = throughput(source, a.workers, a.max_batches)
         result[name] = {"utt_per_s": utt_s, "frames_per_s": frames_s,

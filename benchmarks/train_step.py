@@ -47,11 +47,13 @@ def main(argv=None):
                    help="time the inference pass (eval mode, log-softmax, no gradients) instead")
     a = p.parse_args(argv)
 
-    from src.config import load_config
+    from src.config import check_sections, load_config
     from src.env import prepare_environment
     cfg = load_config([f"--device_target={a.device_target}", f"--hidden_size={a.hidden}",
-                       f"--num_layers={a.layers}", f"--cpu_fast_conv={bool(a.fast_conv)}"])
-    prepare_environment(cfg.device_target, native_conv=not a.fast_conv)
+                       f"--num_layers={a.layers}", f"--cpu_fast_conv={bool(a.fast_conv)}"],
+                      checks=False)
+    prepare_environment(cfg.device_target, native_conv=not a.fast_conv)  # before NumPy
+    check_sections(cfg)
     import mindspore as ms
     import numpy as np
 

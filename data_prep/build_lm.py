@@ -6,10 +6,13 @@
         [--out_dir data/lm]
 
 Building: sentences are the transcripts of the manifests (default: the prepared sample's
-training manifest) and/or the lines of text files (plain or .gz, e.g. LibriSpeech's
-librispeech-lm-norm.txt), normalised as training transcripts are; a sentence with a character
-outside labels.json is skipped and counted (the network cannot spell it). Smoothing:
-interpolated modified Kneser-Ney (src/ngram.py), pure Python, for up to a few million words.
+training manifest) and/or the lines of text files (UTF-8, plain or .gz, e.g. LibriSpeech's
+librispeech-lm-norm.txt), normalised as training transcripts are (upper case, typographic
+apostrophes as ') with punctuation removed (the apostrophe stays: it is a label); a line with
+digits or another character outside labels.json is skipped (the network cannot spell it). What
+was skipped or removed is counted and printed, with the n-gram counts of the ARPA header.
+Smoothing: interpolated modified Kneser-Ney (src/ngram.py), pure Python, for up to a few
+million words.
 
 Downloading: the LMs of openslr SLR11 (resumable; a partial file is continued on the next run);
 an .arpa.gz is also unpacked to .arpa, since the kenlm module installed here (ufal-kenlm) reads
@@ -20,6 +23,9 @@ import gzip
 import os
 import shutil
 import sys
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
@@ -51,30 +57,73 @@ def manifest_sentences(path):
 
 
 def text_sentences(path):
-    """The lines of a text file (gzip-compressed when it ends in .gz)."""
+    """The lines of a text file (gzip-compressed when it ends in .gz) as UTF-8 text; a line that
+    is not UTF-8 is an error naming the file and the line."""
     if not os.path.isfile(path):
         raise UserError(f"text file not found: {path}")
     opener = gzip.open if path.endswith(".gz") else open
     try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            yield from f
-    except (UnicodeDecodeError, OSError, EOFError) as err:
+        with opener(path, "rb") as f:
+            for number, raw in enumerate(f, 1):
+                try:
+                    yield raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise UserError(f"{path}, line {number}: not UTF-8 text ({err.reason} at "
+                                    f"byte {err.start} of the line)") from None
+    except (OSError, EOFError) as err:
         raise UserError(f"cannot read text file {path}: {err}") from None
 
 
-def normalised(lines, labels):
-    """(sentences as word lists, number of lines skipped for characters outside labels)."""
+class _Punctuation(dict):
+    """str.translate table, filled as characters come: punctuation marks (Unicode class P) but
+    the apostrophe (a label) -> space; anything else unchanged."""
+
+    def __missing__(self, code):
+        mark = chr(code) != "'" and unicodedata.category(chr(code)).startswith("P")
+        self[code] = " " if mark else code
+        return self[code]
+
+
+PUNCTUATION = _Punctuation()
+
+
+@dataclass
+class Dropped:
+    """What normalisation took out of the text (for the report)."""
+    digit_lines: int = 0   # lines skipped: numbers are not spelled out
+    other_lines: int = 0   # lines skipped for other characters outside the labels
+    marks: int = 0         # punctuation marks removed from the lines kept
+    chars: Counter = field(default_factory=Counter)  # the skipped lines' characters outside
+
+    def text(self):
+        chars = ", ".join(f"{c!r} {n}" for c, n in self.chars.most_common(10))
+        return (f"skipped {self.digit_lines + self.other_lines} lines ({self.digit_lines} with "
+                f"digits: numbers are not spelled out; {self.other_lines} with other characters "
+                f"outside labels.json){': ' + chars if chars else ''}; removed {self.marks} "
+                "punctuation marks")
+
+
+def normalised(lines, labels, dropped):
+    """The lines as word lists: normalised as transcripts are (apostrophes, upper case, white
+    space), punctuation marks but the apostrophe removed, and so are tokens left with nothing
+    but apostrophes (quote marks); a line with a character outside the labels is skipped (the
+    network cannot spell it). What goes is counted in `dropped` (a Dropped)."""
     allowed = set(labels[:-1])
-    sentences, skipped = [], 0
+    sentences = []
     for line in lines:
         text = normalize_transcript(line)
-        if not text:
-            continue
-        if set(text) - allowed:
-            skipped += 1
-            continue
-        sentences.append(text.split(" "))
-    return sentences, skipped
+        words = [w for w in text.translate(PUNCTUATION).split() if w.strip("'")]
+        outside = set("".join(words)) - allowed
+        if outside:
+            dropped.chars.update(c for c in "".join(words) if c in outside)
+            if any(c.isdigit() for c in outside):
+                dropped.digit_lines += 1
+            else:
+                dropped.other_lines += 1
+        elif words:
+            dropped.marks += len(text.replace(" ", "")) - sum(len(w) for w in words)
+            sentences.append(words)
+    return sentences
 
 
 def build(args):
@@ -89,21 +138,18 @@ def build(args):
         sources = [("manifest", DEFAULT_MANIFEST)]
     check_output_dir(os.path.dirname(args.out), "--out's folder")
     labels = load_labels(args.labels_path)
-    sentences, skipped = [], 0
+    sentences, dropped = [], Dropped()
     for kind, path in sources:
         lines = manifest_sentences(path) if kind == "manifest" else text_sentences(path)
-        got, bad = normalised(progress(lines, desc=f"read {os.path.basename(path)}",
-                                       unit="line"), labels)
-        sentences += got
-        skipped += bad
+        sentences += normalised(progress(lines, desc=f"read {os.path.basename(path)}",
+                                         unit="line"), labels, dropped)
     if not sentences:
-        raise UserError("no sentence to build a language model from")
-    lm = estimate(sentences, args.order)
-    write_arpa(lm, args.out)
-    words = sum(len(s) for s in sentences)
-    sizes = ", ".join(f"{len(p)} {n + 1}-grams" for n, p in enumerate(lm.probs))
-    print(f"{len(sentences)} sentences, {words} words ({skipped} lines skipped: characters "
-          f"outside labels.json); {sizes}")
+        raise UserError(f"no sentence to build a language model from ({dropped.text()})")
+    sizes = write_arpa(estimate(sentences, args.order), args.out)
+    print(f"{len(sentences)} sentences, {sum(len(s) for s in sentences)} words; "
+          f"{dropped.text()}")
+    print(f"n-grams: {', '.join(f'{size} {n}-grams' for n, size in enumerate(sizes, 1))} "
+          "(<s>, </s> and <unk> among the 1-grams)")
     print(f"language model: {args.out}  (use --decode.method=beam --decode.lm_path={args.out})")
 
 

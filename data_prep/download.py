@@ -1,10 +1,18 @@
-"""Resumable downloads (openslr archives and language models) with a progress bar and MD5 check."""
+"""Resumable downloads (openslr archives and language models) with a progress bar and MD5 check.
+
+usage: python data_prep/download.py URL OUT [--md5 HEX]
+  URL: http(s):// or file:// (a local or institutional mirror); OUT: the file to write. A
+  partial OUT.part is resumed where the server honours Range requests; an existing OUT is kept.
+"""
+import argparse
 import hashlib
 import os
+import sys
 import urllib.request
 
-from src.errors import UserError
-from src.progress import progress
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from src.errors import UserError  # noqa: E402  (after the path fix above)
+from src.progress import progress  # noqa: E402
 
 
 class DownloadError(UserError):
@@ -52,3 +60,18 @@ def download_file(url, final, md5=None, chunk=1 << 20):
                                 "the partial download was removed, run again")
     os.replace(part, final)
     return final
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     usage=__doc__.split("usage: ")[1].split("\n")[0])
+    parser.add_argument("url")
+    parser.add_argument("out")
+    parser.add_argument("--md5", default=None, help="expected MD5 of the whole file")
+    args = parser.parse_args(argv)
+    print(download_file(args.url, os.path.abspath(args.out), args.md5))
+
+
+if __name__ == "__main__":
+    from src.cli import tool_main
+    sys.exit(tool_main("download.py", main))

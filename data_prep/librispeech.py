@@ -390,7 +390,7 @@ def _collect(pending, durations, split, report, bar, limit):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description="LibriSpeech archives -> split folders + json/csv manifests "
-                    "(see the README's Dataset section).")
+                    "(see docs/training.md#dataset).")
     p.add_argument("--source_dir", required=True,
                    help="folder holding <subset>.tar.gz archives and/or an extracted LibriSpeech/")
     p.add_argument("--target_dir", required=True, help="output folder (splits and manifests)")

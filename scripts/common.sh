@@ -1,13 +1,33 @@
 #!/usr/bin/env bash
-# Helpers sourced by the launchers in scripts/: repo root, absolute paths, logging a python call.
+# Helpers sourced by the launchers in scripts/: repo root, the Python to run, absolute paths,
+# logging a python call.
 # Paths: the scripts run python from the caller's directory, so every path a user types (a
 # positional checkpoint or a --key=value) means the same as it would for the python entry points.
+# Python: $PYTHON when given, else the active virtual environment ($VIRTUAL_ENV), else the
+# repository's own .venv, which scripts/install.sh creates: a Debian/Ubuntu system Python that
+# refuses pip installs (PEP 668, "externally-managed-environment") is never asked to install.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PYTHON="${PYTHON:-python3}"
+VENV="$ROOT/.venv"
+if [ -n "${PYTHON:-}" ]; then
+  OWN_VENV=0
+elif [ -n "${VIRTUAL_ENV:-}" ]; then
+  OWN_VENV=0; PYTHON="$VIRTUAL_ENV/bin/python"
+else
+  OWN_VENV=1; PYTHON="$VENV/bin/python"
+fi
 LOG_DIR="${LOG_DIR:-$ROOT/outputs/logs}"
 
 die() { echo "error: $*" >&2; exit 2; }
+
+# show_usage LINES [STATUS]: print those lines (sed range, e.g. 2,4) of the calling script's header
+# comment and exit: asked-for help (STATUS 0) on stdout, a usage error (default 2) on stderr.
+show_usage() {
+  local text
+  text="$(sed -n "$1p" "${BASH_SOURCE[1]}" | sed 's/^# \{0,1\}//')"
+  if [ "${2:-2}" = 0 ]; then echo "$text"; else echo "$text" >&2; fi
+  exit "${2:-2}"
+}
 
 # abspath PATH: absolute form of PATH (relative to the caller's directory).
 abspath() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s/%s\n' "$PWD" "$1" ;; esac; }
@@ -15,16 +35,29 @@ abspath() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s/%s\n' "$PWD" "$
 # need_file WHAT PATH: fail with a clear message unless PATH is a readable file.
 need_file() { [ -f "$2" ] && [ -r "$2" ] || die "$1 not found or unreadable: $2"; }
 
+# quiet_filter: stdin to stdout without the lines matching $QUIET (an extended regex), if set.
+quiet_filter() {
+  if [ -n "${QUIET:-}" ]; then grep --line-buffered -v -E "$QUIET" || true; else cat; fi
+}
+
 # run_logged NAME CMD...: run CMD, tee its output to $LOG_DIR/NAME.log and return its exit status.
+# Lines matching the extended regex $QUIET (when set) are left out of the console and that log.
 run_logged() {
   local name="$1"; shift
+  need_venv
   mkdir -p "$LOG_DIR" 2>/dev/null && [ -w "$LOG_DIR" ] || die "cannot write the log folder $LOG_DIR (set LOG_DIR)"
   local log="$LOG_DIR/$name.log"
   echo "log: $log"
   local status=0
-  "$@" 2>&1 | tee "$log" || status=$?
+  "$@" 2>&1 | quiet_filter | tee "$log" || status=$?
   echo "log: $log (exit status $status)"
   return "$status"
+}
+
+# need_venv: the repository's .venv must exist before a script runs python from it.
+need_venv() {
+  [ "$OWN_VENV" = 0 ] || [ -x "$PYTHON" ] ||
+    die "no Python environment yet ($VENV): run 'bash scripts/install.sh' first (or activate a virtual environment, or set PYTHON)"
 }
 
 # check_python: MindSpore 2.10 has wheels for CPython 3.10-3.12 only; say so in one line.

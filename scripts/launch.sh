@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one launcher behind every run_*.sh script (they only choose its first arguments).
-#   bash scripts/launch.sh train|eval DEVICE standalone|distribute SCRIPT_NAME [arguments...]
+# Usage: bash scripts/launch.sh train|eval DEVICE standalone|distribute SCRIPT_NAME [arguments...]
 # Launcher options (all scripts): --device_id N, --config FILE, --background, --dry_run, -h.
 # Distributed training also takes NUM_DEVICES (devices on this machine) first, and
 # --first_device N, --master_addr A, --master_port P, --num_nodes N and --node_rank R (several
@@ -12,16 +12,19 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
+case "${1:-}" in -h|--help) show_usage 2,11 0 ;; esac
+[ $# -ge 4 ] || show_usage 2,11
 JOB="$1"; DEVICE="$2"; KIND="$3"; NAME="$4"; shift 4
+# usage [STATUS]: asked-for help (0) on stdout, a usage error (2, the default) on stderr.
 usage() {
-  exec >&2
+  [ "${1:-2}" = 0 ] || exec >&2
   case "$JOB/$KIND" in
     train/standalone) echo "usage: bash scripts/$NAME [PRETRAINED_CKPT] [--device_id N] [--config FILE] [--background] [--dry_run] [--key=value ...]" ;;
     train/distribute) echo "usage: bash scripts/$NAME NUM_DEVICES [PRETRAINED_CKPT] [--first_device N] [--master_addr ADDR] [--master_port PORT] [--num_nodes N --node_rank R] [--config FILE]$([ "$DEVICE" = Ascend ] && echo ' [--rank_table FILE]')$([ "$DEVICE" = GPU ] && echo ' [--mpirun]') [--background] [--dry_run] [--key=value ...]" ;;
     eval/*) echo "usage: bash scripts/$NAME CHECKPOINT [--device_id N] [--config FILE] [--background] [--dry_run] [--key=value ...]" ;;
   esac
   echo "  e.g. bash scripts/$NAME $(example)"
-  exit 2
+  exit "${1:-2}"
 }
 example() {
   case "$JOB/$KIND" in
@@ -36,20 +39,20 @@ NODES=1; NODE_RANK=0
 MPIRUN=0; RANK_TABLE=""; PASS=()
 if [ "$KIND" = distribute ]; then
   [ $# -ge 1 ] || usage
-  case "$1" in -h|--help) usage ;; esac
+  case "$1" in -h|--help) usage 0 ;; esac
   [[ "$1" =~ ^[1-9][0-9]*$ ]] || die "NUM_DEVICES must be a positive integer, got '$1'"
   NUM="$1"; shift
 fi
 if [ "$JOB" = eval ]; then
   [ $# -ge 1 ] || usage
-  case "$1" in -h|--help|--*) usage ;; esac
+  case "$1" in -h|--help) usage 0 ;; --*) usage ;; esac
   need_file checkpoint "$1"; CKPT="$(abspath "$1")"; shift
-elif [ $# -ge 1 ] && [[ "$1" != --* ]] && [[ "$1" != -h ]]; then
+elif [ $# -ge 1 ] && [[ "$1" != -* ]]; then
   need_file checkpoint "$1"; CKPT="$(abspath "$1")"; shift
 fi
 while [ $# -gt 0 ]; do
   case "$1" in
-    -h|--help) usage ;;
+    -h|--help) usage 0 ;;
     --device_id|--first_device|--master_addr|--master_port|--config|--rank_table|--num_nodes|--node_rank)
       [ $# -ge 2 ] || die "$1 needs a value"
       case "$1" in
@@ -119,6 +122,7 @@ if [ "$DRY" = 1 ]; then
   printf 'dry run:'; printf ' %q' "${CMD[@]}"; printf '\n'
   exit 0
 fi
+need_venv
 if [ "$KIND" = distribute ] && [ "$DEVICE" != CPU ]; then
   # One line naming the reason now, instead of it hiding in worker_0.log behind msrun's trace.
   GLOG_v=3 PYTHONPATH="$ROOT" "$PYTHON" -m src.context "$DEVICE" || exit 2
@@ -132,4 +136,7 @@ if [ "$BACKGROUND" = 1 ]; then
   echo "started in the background: PID $!, log: $LOG (stop it with: kill $!)"
   exit 0
 fi
+# msrun copies the workers' logs to the console, with the cluster's "[INFO] DISTRIBUTED" lines,
+# which the framework prints whatever GLOG_v says: they stay in the workers' own logs only.
+[ "$KIND" = distribute ] && QUIET='^\[INFO\] DISTRIBUTED'
 run_logged "${NAME%.sh}${NODE_SUFFIX:-}" "${CMD[@]}"

@@ -12,11 +12,16 @@ msrun also starts every worker (and the scheduler) with a bare `python SCRIPT`, 
 interpreter it runs in: where only python3 exists, or `python` is another environment, the
 workers fail. Here they run this interpreter (sys.executable). Everything else is msrun's own
 code and arguments.
+
+The launcher's own framework log (its cluster client prints "[INFO] DISTRIBUTED ..." lines to
+the console) is set to errors only, as the workers set theirs (src/env.py); a user's GLOG_v wins.
 """
+import os
 import sys
 
 
 def main(argv):
+    os.environ.setdefault("GLOG_v", "3")  # before mindspore is imported
     from mindspore.parallel.cluster import run
     from mindspore.parallel.cluster.process_entity import _api, _utils
     ranks = [a.split("=", 1)[1] for a in argv if a.startswith("--node_rank=")]

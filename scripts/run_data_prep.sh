@@ -4,12 +4,8 @@
 #        bash scripts/run_data_prep.sh --sample [TARGET_DIR]   (the bundled sample corpus)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-usage() {
-  sed -n '2,4p' "${BASH_SOURCE[0]}" | sed 's/^# //' >&2
-  exit 2
-}
-[ $# -ge 1 ] || usage
-case "$1" in -h|--help) usage ;; esac
+usage() { show_usage 2,4 "$@"; }
+case "${1:-}" in -h|--help) usage 0 ;; "") usage ;; esac
 if [ "$1" = "--sample" ]; then
   TARGET="$(abspath "${2:-$ROOT/data/sample}")"
   set -- "$ROOT/data_prep/sample" "$TARGET" --train_subsets sample-train \

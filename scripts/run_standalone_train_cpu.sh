@@ -3,7 +3,8 @@
 # With no argument at all this is the quick start: prepare the bundled sample corpus (if not
 # done), train the quick-start model, build a 3-gram LM of the training transcripts, tune its
 # weights on sample-dev, evaluate the last checkpoint greedy and beam+LM side by side, and
-# export (and verify) it.
+# export (and verify) it. Training runs with --resume=auto: the quick start started again
+# continues (or, finished, re-evaluates) its own run instead of starting over.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 LAUNCH=(bash "$ROOT/scripts/launch.sh" train CPU standalone "$(basename "${BASH_SOURCE[0]}")")
@@ -13,7 +14,7 @@ fi
 echo "quick start: sample corpus -> train -> LM -> eval (greedy, beam+LM) -> export (outputs in $ROOT/outputs)"
 SECONDS=0
 [ -f "$ROOT/data/sample/libri_train_manifest.csv" ] || bash "$ROOT/scripts/run_data_prep.sh" --sample
-"${LAUNCH[@]}"
+"${LAUNCH[@]}" --resume=auto
 CKPT="$(newest_checkpoint "$ROOT/outputs/checkpoints")"
 [ -n "$CKPT" ] || die "training wrote no checkpoint in $ROOT/outputs/checkpoints"
 LM="$ROOT/outputs/lm/sample_train_3gram.arpa"

@@ -3,7 +3,7 @@
 # pyproject.toml) and run the test suite. Usage: bash scripts/run_tests.sh [pytest args...]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-case "${1:-}" in -h|--help) sed -n '2,3p' "${BASH_SOURCE[0]}" | sed 's/^# //' >&2; exit 2 ;; esac
+case "${1:-}" in -h|--help) show_usage 2,3 0 ;; esac
 bash "$ROOT/scripts/install.sh"
 cd "$ROOT"
 "$PYTHON" -m ruff check --no-cache .

@@ -5,8 +5,8 @@ on the features. Evaluation, validation and export never call this.
     wave = augmenter.wave(wave, factor, rng)   # (N,) -> (N',), N' ~ N / factor
     spec = augmenter.spec(spec, rng)           # (F, T) -> (F, T)
 
-The speed factor of an utterance is drawn per epoch by the batch source (it changes the frame
-count, so batches are formed after it, see src.dataset.BatchSource); everything else draws from
+The speed factor of an utterance is drawn per epoch by the epoch planner (it changes the frame
+count, so batches are formed after it, see src.planner.EpochPlanner); everything else draws from
 `rng`, which the caller seeds with (seed, step, position in the batch): a run resumed after a
 kill sees the batches an uninterrupted one saw.
 """
@@ -27,19 +27,6 @@ class AugmentError(UserError):
     """An augmentation setting that cannot work (no sox program, an empty noise folder...)."""
 
 
-def speed_frames(frames, factor, hop):
-    """Upper bound of the frame count of an utterance of `frames` frames after SoX's speed
-    `factor` (its output has round(N / factor) samples, +-1; measured), for padding.
-
-    frames = 1 + N // hop, so N < frames * hop; one frame more covers resampled audio, whose
-    frame count is estimated from its header at the original rate.
-    """
-    if factor == 1.0:
-        return int(frames)
-    samples = int(np.ceil((frames + 1) * hop / factor)) + 1
-    return 1 + samples // hop
-
-
 def change_speed(wave, sample_rate, factor):
     """`wave` played `factor` times faster (pitch and tempo, SoX's `speed` effect, as Kaldi's
     speed perturbation): (N,) float32 -> (~N / factor,) float32 at the same sample rate."""
@@ -48,7 +35,11 @@ def change_speed(wave, sample_rate, factor):
     import sox  # pysox drives the sox program through pipes
     tfm = sox.Transformer()
     tfm.speed(factor)
-    out = tfm.build_array(input_array=np.asarray(wave, np.float32), sample_rate_in=sample_rate)
+    try:
+        out = tfm.build_array(input_array=np.asarray(wave, np.float32), sample_rate_in=sample_rate)
+    except sox.core.SoxError as err:  # sox's own words, not a generic complaint about the audio
+        said = " ".join(str(err).split("Stderr:")[-1].split()) or str(err)
+        raise AugmentError(f"the sox program failed on speed {factor:g}: {said}") from None
     return out.astype(np.float32).reshape(-1)
 
 

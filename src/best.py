@@ -10,9 +10,7 @@ the record back, so the best-so-far state and the patience count survive a resta
 import json
 import os
 
-import mindspore as ms
-
-from src.checkpoints import CKPT_PREFIX, atomic_save
+from src.checkpoints import CKPT_PREFIX, save_network
 
 BEST_CKPT = f"{CKPT_PREFIX}-best.ckpt"
 BEST_RECORD = f"{CKPT_PREFIX}-best.json"
@@ -21,8 +19,9 @@ BEST_RECORD = f"{CKPT_PREFIX}-best.json"
 class BestTracker:
     """Best validation value so far and whether to stop; persisted next to the checkpoints."""
 
-    def __init__(self, metric, patience, ckpt_dir, resumed):
+    def __init__(self, metric, patience, ckpt_dir, resumed, feature_cfg=None):
         self.metric, self.patience, self.dir = metric, patience, ckpt_dir
+        self.feature_cfg = feature_cfg  # recorded with the weights (checkpoints.save_network)
         self.record = None
         path = os.path.join(ckpt_dir, BEST_RECORD)
         if resumed and os.path.isfile(path):
@@ -42,8 +41,7 @@ class BestTracker:
 
     def _save(self, network):
         os.makedirs(self.dir, exist_ok=True)
-        atomic_save(lambda tmp: ms.save_checkpoint(network, tmp),
-                     os.path.join(self.dir, BEST_CKPT))
+        save_network(network, os.path.join(self.dir, BEST_CKPT), self.feature_cfg)
         tmp = os.path.join(self.dir, BEST_RECORD + ".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump({**self.record, "checkpoint": BEST_CKPT}, f, indent=2)

@@ -1,5 +1,6 @@
 """Checkpoints: reading with clear errors, strict loading, atomic saving, rotation, resume."""
 import glob
+import json
 import os
 import re
 
@@ -14,7 +15,10 @@ CKPT_PREFIX = "DeepSpeech"
 # Non-network entries a training checkpoint may hold (optimizer state, bookkeeping).
 OPTIMIZER_PREFIXES = ("moment1.", "moment2.", "global_step", "learning_rate", "beta1_power",
                       "beta2_power", "epoch_num", "step_num", "loss_scale", "scale_sense",
-                      "current_iterator_step", "last_overflow_iterator_step")
+                      "current_iterator_step", "last_overflow_iterator_step",
+                      "feature_settings")
+FEATURES_KEY = "feature_settings"  # JSON of FEATURE_KEYS: what the weights expect as input
+FEATURE_KEYS = ("sample_rate", "window_size", "window_stride", "window", "normalize")
 
 
 class CheckpointError(UserError):
@@ -38,6 +42,35 @@ def network_params(param_dict):
     return {k: v for k, v in param_dict.items() if not k.startswith(OPTIMIZER_PREFIXES)}
 
 
+def feature_settings(feature_cfg):
+    """The checkpoint entry recording the feature settings the weights were trained on."""
+    return {FEATURES_KEY: json.dumps({k: feature_cfg[k] for k in FEATURE_KEYS}, sort_keys=True)}
+
+
+def check_features(param_dict, feature_cfg, source):
+    """CheckpointError when the checkpoint records feature settings other than `feature_cfg`
+    (a model fed other features decodes garbage, or fails with a shape error far from the
+    cause). Checkpoints without the record (the model zoo's, older ones) are not checked."""
+    stored = param_dict.get(FEATURES_KEY)
+    if stored is None:
+        return
+    stored = json.loads(stored)
+    diffs = [k for k in FEATURE_KEYS if k in stored and stored[k] != feature_cfg[k]]
+    if diffs:
+        theirs = " ".join(f"--features.{k}={stored[k]}" for k in diffs)
+        ours = ", ".join(f"{k}={feature_cfg[k]}" for k in diffs)
+        raise CheckpointError(f"{source} was trained on other features than this run's ({ours}): "
+                              f"run with the checkpoint's settings: {theirs}")
+
+
+def save_network(cell, path, feature_cfg=None, extra=None):
+    """Atomically write `cell`'s parameters, the feature settings (when given) and `extra`
+    entries ({name: number or str}) to `path`."""
+    append = feature_settings(feature_cfg) if feature_cfg is not None else {}
+    append.update(extra or {})
+    atomic_save(lambda tmp: ms.save_checkpoint(cell, tmp, append_dict=append or None), path)
+
+
 def load_weights(network, param_dict, source="checkpoint"):
     """Load strictly: every network parameter present with its shape, nothing unexpected."""
     params = network_params(param_dict)
@@ -58,18 +91,23 @@ def load_weights(network, param_dict, source="checkpoint"):
     ms.load_param_into_net(network, params, strict_load=True)
 
 
-def network_from_checkpoint(cfg, path, log=print):
-    """Network sized as the checkpoint says (hidden, layers, direction), its weights loaded."""
+def network_from_checkpoint(cfg, path, log=print, **build_options):
+    """Network sized as the checkpoint says (hidden, layers, direction, lookahead), its weights loaded;
+    `build_options` go to build_network (fast_conv, onnx). Refuses other feature settings."""
     param_dict = read_checkpoint(path)
     try:
-        hidden, layers, bidirectional = infer_model_size(network_params(param_dict))
+        hidden, layers, bidirectional, lookahead = infer_model_size(network_params(param_dict))
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from None
-    if (hidden, layers, bidirectional) != (cfg.model.hidden_size, cfg.model.num_layers,
-                                           cfg.model.bidirectional):
+    if (hidden, layers, bidirectional, lookahead) != (
+            cfg.model.hidden_size, cfg.model.num_layers, cfg.model.bidirectional,
+            cfg.model.lookahead):
         log(f"checkpoint {path} holds hidden_size={hidden}, num_layers={layers}, "
-            f"bidirectional={bidirectional}; using that instead of the config's")
-    network = build_network(cfg, hidden, layers, bidirectional)
+            f"bidirectional={bidirectional}, lookahead={lookahead}; using that instead of the "
+            "config's")
+    check_features(param_dict, cfg.features, path)
+    network = build_network(cfg, hidden, layers, bidirectional, lookahead=lookahead,
+                            **build_options)
     load_weights(network, param_dict, source=path)
     return network
 
@@ -79,12 +117,21 @@ def checkpoint_name(epoch, step_in_epoch, weights_only=False):
     return f"{CKPT_PREFIX}-{epoch}_{step_in_epoch}{'_weights' if weights_only else ''}.ckpt"
 
 
-def atomic_save(save, path):
-    """save(tmp) then fsync and rename: a kill leaves either the old file set or the new one."""
+def file_mode():
+    """The mode a new file gets under the process umask (0644 under the usual 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_save(save, path, suffix=".ckpt"):
+    """save(tmp) then fsync and rename: a kill leaves either the old file set or the new one.
+    The file gets the usual mode (MindSpore writes checkpoints and MindIR read-only, 0400)."""
     folder = os.path.dirname(os.path.abspath(path))
-    # ends in .ckpt: MindSpore would append it otherwise
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}.ckpt")
+    # ends in `suffix`: MindSpore would append it otherwise
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}{suffix}")
     save(tmp)
+    os.chmod(tmp, file_mode())
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -105,22 +152,24 @@ def list_checkpoints(ckpt_dir):
     return sorted(found)
 
 
-def save_checkpoint(train_step, network, ckpt_dir, epoch, step_in_epoch, global_step, keep_max,
-                    weights_copy):
-    """Write a full checkpoint (weights, Adam moments, position) and optionally a weights-only
-    copy, atomically; keep the newest `keep_max` of each kind. Returns the full checkpoint path."""
+def save_checkpoint(train_step, network, ckpt_dir, epoch, step_in_epoch, global_step,
+                    weights_copy, run_folder=None, keep_max=0, feature_cfg=None):
+    """Write a full checkpoint (weights, Adam moments, position, feature settings) and
+    optionally a weights-only copy, atomically. With `run_folder` (src.run_folder.RunFolder)
+    the checkpoint is recorded as the run's and only the run's own older checkpoints beyond the
+    newest `keep_max` (0 = all kept) are removed. Returns the full checkpoint path."""
     os.makedirs(ckpt_dir, exist_ok=True)
     path = os.path.join(ckpt_dir, checkpoint_name(epoch, step_in_epoch))
     position = {"epoch_num": epoch, "step_num": global_step}
-    atomic_save(lambda tmp: ms.save_checkpoint(train_step, tmp, append_dict=position), path)
+    save_network(train_step, path, feature_cfg, position)
     if weights_copy:
         weights = os.path.join(ckpt_dir, checkpoint_name(epoch, step_in_epoch, True))
-        atomic_save(lambda tmp: ms.save_checkpoint(network, tmp), weights)
-    if keep_max > 0:
-        for _, old in list_checkpoints(ckpt_dir)[:-keep_max]:
+        save_network(network, weights, feature_cfg)
+    if run_folder is not None:
+        run_folder.add(path)
+        for old in run_folder.stale(keep_max):
             for stale in (old, old[:-len(".ckpt")] + "_weights.ckpt"):
                 if os.path.exists(stale):
-                    os.chmod(stale, 0o600)  # MindSpore writes checkpoints read-only
                     os.remove(stale)
     return path
 
@@ -128,10 +177,14 @@ def save_checkpoint(train_step, network, ckpt_dir, epoch, step_in_epoch, global_
 def average_checkpoints(paths, out):
     """Write the mean of the network parameters of `paths` (BatchNorm statistics included,
     optimizer state dropped) to `out` as a weights-only checkpoint; all must have one shape."""
-    total, shapes = None, None
+    total, shapes, record = None, None, {}
     for path in paths:
-        params = {k: v.asnumpy().astype(np.float64) for k, v in
-                  network_params(read_checkpoint(path)).items()}
+        raw = read_checkpoint(path)
+        if FEATURES_KEY in raw:
+            if record and record[FEATURES_KEY] != raw[FEATURES_KEY]:
+                raise CheckpointError(f"{path} was trained on other features than {paths[0]}")
+            record = {FEATURES_KEY: raw[FEATURES_KEY]}
+        params = {k: v.asnumpy().astype(np.float64) for k, v in network_params(raw).items()}
         layout = {k: v.shape for k, v in params.items()}
         if total is None:
             total, shapes = params, layout
@@ -144,19 +197,30 @@ def average_checkpoints(paths, out):
     os.makedirs(folder, exist_ok=True)
     mean = [{"name": k, "data": ms.Tensor((v / len(paths)).astype(np.float32))}
             for k, v in total.items()]
-    atomic_save(lambda tmp: ms.save_checkpoint(mean, tmp), out)
+    save_network(mean, out, extra=record)
     return out
+
+
+def run_checkpoints(folder):
+    """Full checkpoints of the run recorded in `folder` (src.run_folder), oldest first; for a
+    folder written before runs were recorded, every full checkpoint in it."""
+    from src.run_folder import RunFolder
+    recorded = RunFolder.read(folder)
+    if recorded is not None:
+        return [path for path in recorded.checkpoints if os.path.isfile(path)]
+    return [path for _, path in list_checkpoints(folder)]
 
 
 def find_resume_checkpoint(resume, ckpt_dir, log):
     """The checkpoint to resume from: `resume` itself (a file), or the newest readable full
-    checkpoint in `resume` (a folder) or, for "auto", in ckpt_dir. None when there is none."""
+    checkpoint of the run in `resume` (a folder) or, for "auto", in ckpt_dir. None when there
+    is none."""
     if os.path.isfile(resume):
         return resume
     folder = ckpt_dir if resume == "auto" else resume
     if resume != "auto" and not os.path.isdir(folder):
         raise CheckpointError(f"--resume: no checkpoint file or folder {resume}")
-    for _, path in reversed(list_checkpoints(folder)):
+    for path in reversed(run_checkpoints(folder)):
         try:
             ms.load_checkpoint(path)
             return path
@@ -165,18 +229,22 @@ def find_resume_checkpoint(resume, ckpt_dir, log):
     return None
 
 
-def restore(train_step, path, log=print):
+def restore(train_step, path, log=print, feature_cfg=None):
     """Load a full checkpoint into the train step; returns the global step it was written at.
+    With `feature_cfg`, a checkpoint trained on other feature settings is refused.
 
     A checkpoint without loss-scale state (written by an unscaled step, the CPU default) resumes
     into a loss-scaled step (the GPU/Ascend default) with that state started fresh, which `log`
     says.
     """
     params = read_checkpoint(path)
+    if feature_cfg is not None:
+        check_features(params, feature_cfg, path)
     if "step_num" not in params:
         raise CheckpointError(f"{path} has no training position (a weights-only checkpoint?): "
                               "use it with --pre_trained_model_path instead of --resume")
     step = int(params.pop("step_num").asnumpy())
+    params.pop(FEATURES_KEY, None)
     params.pop("epoch_num", None)
     params.pop("learning_rate", None)  # the schedule comes from the config
     missing, _ = ms.load_param_into_net(train_step, params)

@@ -7,7 +7,9 @@ name is accepted when it is unique, the entry point's own section winning). `--c
 merges the YAML file F over the defaults first. Unknown keys and values of the wrong type are
 errors (ConfigError, one line naming the key). Flag names of the model zoo are accepted as
 aliases (ALIASES). Allowed values and ranges (CHOICES, RANGES, check_device_options) are checked
-here, before any entry point reads data. Nothing here runs at import time.
+here, before any entry point reads data. Nothing here runs at import time, and importing this
+module (or loading a config) loads only yaml and easydict: the checks that need NumPy-based
+modules (check_sections) run after src.env.prepare_environment, which must precede NumPy.
 
 Paths (PATH_KEYS) come back absolute. A value from the defaults or from a config file inside the
 repository (src/configs/) belongs to the repository and resolves against it; a value the user
@@ -20,7 +22,6 @@ import os
 import yaml
 from easydict import EasyDict
 
-from src.augment import check_augment
 from src.errors import UserError
 
 SRC_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -40,14 +41,15 @@ CHOICES = {
     "device_target": ("CPU", "GPU", "Ascend"),
     "mode": ("graph", "pynative"),
     "features.window": ("hamming", "hann", "hanning", "blackman", "bartlett"),
+    "features.normalize": ("utterance", "global"),
     "data.unknown_chars": ("error", "drop"),
     "train.lr_scaling": ("linear", "none"),
     "train.loss_scale": ("auto", "dynamic", "none"),
     "train.amp_level": ("O0", "O1", "O2", "O3"),
     "train.jit_level": ("", "O0", "O1", "O2"),
     "export.file_format": ("MINDIR", "AIR", "ONNX"),
-    "transcribe.format": ("text", "json"),
-    "decode.method": ("greedy", "beam"),
+    "export.quantize": ("none", "int8"),
+    "transcribe.format": ("text", "json", "srt", "vtt"),
     "train.best_metric": ("cer", "wer"),
 }
 
@@ -59,6 +61,7 @@ RANGES = {
     "features.window_stride": (0, None, True),
     "model.hidden_size": (1, None, False),
     "model.num_layers": (1, None, False),
+    "model.lookahead": (0, None, False),
     "data.batch_size": (1, None, False),
     "data.num_buckets": (1, None, False),
     "data.max_duration": (0, None, True),
@@ -81,6 +84,7 @@ RANGES = {
     "train.early_stop_patience": (0, None, False),
     "train.log_interval": (1, None, False),
     "export.frames": (0, None, False),
+    "export.calibration_utterances": (1, None, False),
     "transcribe.chunk_seconds": (1, None, False),
     "augment.freq_masks": (0, None, False),
     "augment.freq_mask_width": (0, None, False),
@@ -89,9 +93,13 @@ RANGES = {
     "train.accumulate_steps": (1, None, False),
     "transcribe.chunks_per_batch": (1, None, False),
     "decode.beam_width": (1, None, False),
+    "decode.alpha": (0, None, False),
     "decode.workers": (0, None, False),
     "tune_lm.alpha_steps": (1, None, False),
     "tune_lm.beta_steps": (1, None, False),
+    "stream.chunk_ms": (0, None, True),
+    "stream.endpoint_silence": (0, None, True),
+    "stream.max_segment": (0, None, True),
 }
 
 # Zoo flag names -> keys of this repo, per entry point.
@@ -269,21 +277,45 @@ def check_device_options(cfg):
 
 
 def check_decode_options(cfg):
-    """An LM that would be ignored, or that does not exist, is an error before any work."""
-    lm_path = cfg.decode.lm_path
-    if lm_path and cfg.decode.method != "beam" and cfg.entry != "tune_lm":  # tune_lm: always beam
-        raise ConfigError(f"decode.lm_path is set ({lm_path}) but decode.method is "
-                          f"{cfg.decode.method}: add --decode.method=beam to use the LM")
-    if lm_path:
-        from src.decoder import check_lm_file
-        check_lm_file(lm_path)
+    """decode.*: a registered method (src.decoder.DECODERS), finite numbers, no setting that the
+    method would ignore, and the method's own checks (an LM and hotwords the labels can spell)."""
+    import math
+
+    from src.decoder import DECODERS
+    from src.text import load_labels
+    decode = cfg.decode
+    method = "beam" if cfg.entry == "tune_lm" else decode.method  # tune_lm: always beam
+    if method not in DECODERS:
+        raise ConfigError(f"config key 'decode.method' must be one of {', '.join(DECODERS)}; "
+                          f"got {method!r}")
+    for key, value in decode.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config key 'decode.{key}' must be a finite number; got {value}")
+    cls = DECODERS[method]
+    for key, value in decode.items():  # a file or words set for nothing: the user expects them used
+        if isinstance(value, (str, list)) and value and key != "method" and key not in cls.keys:
+            users = " or ".join(m for m, c in DECODERS.items() if key in c.keys)
+            raise ConfigError(f"decode.{key} is set ({value}) but decode.method is {method}: add "
+                              f"--decode.method={users} to use it")
+    cls.check(cls.settings(decode), load_labels(cfg.labels_path))
 
 
-def load_config(argv=(), entry="train", default_path=DEFAULT_CONFIG, cwd=None):
+def check_sections(cfg):
+    """The section checks that import NumPy-based modules (augmentation, decoder and LM):
+    called by load_config, or by src.cli after prepare_environment (load_config(checks=False))."""
+    if cfg.entry == "train":
+        from src.augment import check_augment
+        check_augment(cfg.augment)
+    check_decode_options(cfg)
+
+
+def load_config(argv=(), entry="train", default_path=DEFAULT_CONFIG, cwd=None,
+                checks=True):
     """Defaults <- optional --config_path YAML <- overrides, checked. Returns a nested EasyDict.
 
     Every value is checked against CHOICES and RANGES; for entry "train" also the device
     switches (check_device_options). Paths come back absolute (see the module docstring).
+    checks=False leaves the checks that import NumPy (check_sections) to the caller.
     """
     cwd = os.getcwd() if cwd is None else cwd
     flat = _flatten(_read_yaml(default_path))
@@ -320,9 +352,19 @@ def load_config(argv=(), entry="train", default_path=DEFAULT_CONFIG, cwd=None):
     cfg.entry = entry
     if entry == "train":
         check_device_options(cfg)
-        check_augment(cfg.augment)
-    check_decode_options(cfg)
+    if checks:
+        check_sections(cfg)
     return cfg
+
+
+def keys_help(default_path=DEFAULT_CONFIG):
+    """Every config section and key with its default and comment (for --help): the default
+    YAML itself, below its header comment."""
+    with open(default_path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    body = lines[next(i for i, line in enumerate(lines) if line and not line.startswith("#")):]
+    return ("Config keys and defaults (src/default_config.yaml); override any with "
+            "--section.key=value or --key=value:\n\n" + "\n".join(body))
 
 
 def to_dict(cfg):

@@ -22,7 +22,7 @@ def device_problem(device_target):
     related = [line for line in loader if device_target.lower() in line.lower()]
     said = f"; MindSpore's plugin loader: {' | '.join(related)}" if related else ""
     return (f"device_target {device_target} is not available on this machine{said} (check the "
-            "drivers and the CUDA/CANN versions in README 'Environment Requirements', or use "
+            "drivers and the CUDA/CANN versions in docs/troubleshooting.md#environment-requirements, or use "
             "--device_target CPU)")
 
 

@@ -31,3 +31,32 @@ def conv_out_size(size, axis, spec):
 def output_lengths(frames, spec=CONV_SPEC):
     """Number of network output steps for `frames` spectrogram frames (int, array or Tensor)."""
     return conv_out_size(frames, 1, spec)
+
+
+def receptive_field(axis=1, spec=CONV_SPEC):
+    """Input rows (axis 1: spectrogram frames) that one output of the conv layers `spec` sees:
+    each layer widens it by (kernel - 1) x the product of the strides before it."""
+    field, jump = 1, 1
+    for layer in spec:
+        field += (layer.kernel[axis] - 1) * jump
+        jump *= layer.stride[axis]
+    return field
+
+
+def right_context(axis=1, spec=CONV_SPEC):
+    """Input rows after its own (axis 1: spectrogram frames after frame stride x t) that output
+    t of the conv layers `spec` sees: each layer's kernel - 1 - padding, times the product of
+    the strides before it (the streaming delay of the front-end, src/streaming.py)."""
+    rows, jump = 0, 1
+    for layer in spec:
+        rows += (layer.kernel[axis] - 1 - layer.padding[axis]) * jump
+        jump *= layer.stride[axis]
+    return rows
+
+
+def total_stride(axis=1, spec=CONV_SPEC):
+    """Input rows per output row of the conv layers `spec` (axis 1: 2 frames per output)."""
+    jump = 1
+    for layer in spec:
+        jump *= layer.stride[axis]
+    return jump

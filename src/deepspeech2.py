@@ -1,20 +1,90 @@
 """DeepSpeech2 network, parameter-compatible with the MindSpore model-zoo version.
 
-Spectrogram (B, 1, F=161, T) -> two Conv2d+BatchNorm+Tanh blocks -> stacked bidirectional LSTMs
-(directions summed) -> bias-free Dense -> logits (T', B, n_class).
+Spectrogram (B, 1, F=161, T) -> [global normalisation] -> two Conv2d+BatchNorm+Tanh blocks ->
+stacked bidirectional (or unidirectional) LSTMs (directions summed) -> [lookahead convolution] ->
+bias-free Dense -> logits (T', B, n_class).
 
 Parameter names and shapes match the zoo checkpoint (conv.conv1.weight, conv.bn1.gamma, ...,
 RNN.lstms.<i>.weight_ih_l0[_reverse], fc.module.weight), so its checkpoints load unchanged.
 Unlike the zoo network, padding never leaks into real frames: the first conv block's output is
 masked beyond each utterance's length, and the backward LSTM direction runs over each sequence
 reversed within its own length.
+
+The two optional stages make a streaming model (src/streaming.py) and add parameters only when on,
+so the zoo's checkpoints keep their exact names: features.normalize=global adds `norm.mean` and
+`norm.std` (F,), the training set's per-frequency statistics, applied here (the features fed to
+the network are then un-normalised log-spectrograms); model.lookahead=L > 0 adds
+`lookahead.weight` (L + 1, H).
 """
 import mindspore as ms
-from mindspore import nn, ops
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
 
 from src.conv_spec import CONV_SPEC, conv_out_size
 from src.env import uses_fast_conv
+from src.features import freq_bins
 from src.text import load_labels
+
+
+def frame_mask(lengths, steps, dtype=ms.float32):
+    """(B, steps): 1 for the frames before each of `lengths` (B,), 0 for the padding after."""
+    return (ops.arange(steps, dtype=ms.int32).view(1, -1) < lengths.view(-1, 1)).astype(dtype)
+
+
+class GlobalNorm(nn.Cell):
+    """features.normalize=global: (x - mean) / std per frequency bin, with the training set's
+    statistics (src.training computes them before the first step; not trained), so that the
+    network needs no future frames to normalise one: what makes streaming possible.
+
+    Frames outside each utterance are zero after it as before it, the zeros the conv front-end
+    pads with: padding never leaks into real frames.
+    """
+
+    def __init__(self, n_freq):
+        super().__init__()
+        self.mean = Parameter(Tensor(np.zeros(n_freq, np.float32)), name="mean", requires_grad=False)
+        self.std = Parameter(Tensor(np.ones(n_freq, np.float32)), name="std", requires_grad=False)
+
+    def set_stats(self, mean, std):
+        """mean, std: (F,) arrays of the training features."""
+        self.mean.set_data(Tensor(np.asarray(mean, np.float32)))
+        self.std.set_data(Tensor(np.asarray(std, np.float32)))
+
+    def construct(self, x, mask):
+        """x (B, 1, F, T) un-normalised features; mask (B, T) 1 for real frames -> (B, 1, F, T)."""
+        x = (x - self.mean.view(1, 1, -1, 1)) / self.std.view(1, 1, -1, 1)
+        return x * mask.view(mask.shape[0], 1, 1, -1)
+
+
+class Lookahead(nn.Cell):
+    """The DeepSpeech2 paper's lookahead (row) convolution between the last LSTM and the
+    classifier: out[t, h] = sum_{j=0..L} W[j, h] x[t + j, h], with zeros after each utterance's
+    last frame. W (L + 1, H) starts as the identity (W[0] = 1, the others 0): training starts
+    from the plain unidirectional network and learns how much future context to mix in (the
+    paper gives no initialisation).
+    """
+
+    def __init__(self, hidden_size, context):
+        super().__init__()
+        weight = np.zeros((context + 1, hidden_size), np.float32)
+        weight[0] = 1.0
+        self.weight = Parameter(Tensor(weight), name="weight")
+        self.context = context
+
+    def construct(self, x, lengths):
+        """x (T, B, H); lengths (B,) int32 -> (T, B, H)."""
+        t, b, h = x.shape
+        x = x * frame_mask(lengths, t, x.dtype).T.view(t, b, 1)  # padding reads as zeros
+        return self.convolve(ops.concat((x, ops.zeros((self.context, b, h), x.dtype))))
+
+    def convolve(self, x):
+        """x (T + L, B, H): the frames of T outputs followed by the L frames after them
+        -> (T, B, H). The streaming step calls it with its cache of the L frames before."""
+        t = x.shape[0] - self.context
+        out = x[0:t] * self.weight[0]
+        for j in range(1, self.context + 1):
+            out = out + x[j:j + t] * self.weight[j]
+        return out
 
 
 class ConvFrontEnd(nn.Cell):
@@ -64,9 +134,7 @@ class ConvFrontEnd(nn.Cell):
         x = self.tanh(self.bn1(x))  # (B, C, F1, T1)
         # conv2 has time stride 1, so its input length is conv1's; zero the padded frames so that
         # conv2's time kernel sees exactly the zeros it would see for the utterance alone.
-        len1 = conv_out_size(lengths, 1, self.spec[:1])
-        steps = ops.arange(x.shape[3], dtype=ms.int32)
-        mask = (steps.view(1, -1) < len1.view(-1, 1)).astype(x.dtype)  # (B, T1)
+        mask = frame_mask(conv_out_size(lengths, 1, self.spec[:1]), x.shape[3], x.dtype)  # (B, T1)
         x = x * mask.view(mask.shape[0], 1, 1, -1)
         if self.fast_conv:
             x = self.conv2_fast(x, self.conv2.weight)
@@ -102,7 +170,8 @@ class MaskedLSTM(nn.LSTM):
             self.lstm_inference.add_prim_attr("is_training", False)
 
     def _direction(self, x, state, d):
-        """One direction d (0 forward, 1 backward) over x (T, B, I) from state -> (T, B, H)."""
+        """One direction d (0 forward, 1 backward) over x (T, B, I) from state (h, c), each
+        (B, H) -> (out (T, B, H), h (B, H), c (B, H)) after the last step."""
         w_ih, w_hh, b_ih, b_hh = (self.w_ih_list[d], self.w_hh_list[d], self.b_ih_list[d],
                                   self.b_hh_list[d])
         if self.cpu_batch1 and not self.training and x.shape[1] == 1:
@@ -110,18 +179,25 @@ class MaskedLSTM(nn.LSTM):
             weights = ops.concat((w_ih.view(-1, 1, 1), w_hh.view(-1, 1, 1),
                                   (b_ih + b_hh).view(-1, 1, 1)))
             h0, c0 = state
-            return self.lstm_inference(x, h0.expand_dims(0), c0.expand_dims(0), weights)[0]
-        return self.rnn(x, state, None, w_ih, w_hh, b_ih, b_hh)[0]
+            out, h, c = self.lstm_inference(x, h0.expand_dims(0), c0.expand_dims(0), weights)[:3]
+        else:
+            out, (h, c) = self.rnn(x, state, None, w_ih, w_hh, b_ih, b_hh)
+        return out, h[0], c[0]  # h, c: (1, B, H) -> (B, H)
+
+    def forward_from(self, x, h, c):
+        """The forward direction over x (T, B, I) from the state h, c (B, H) -> (out (T, B, H),
+        h (B, H), c (B, H)): the state the streaming step carries from chunk to chunk."""
+        return self._direction(x, (h, c), 0)
 
     def construct(self, x, lengths):
         """x: (T, B, I); lengths: (B,) int32 -> (T, B, H)."""
         batch = x.shape[1]
         zeros = ops.zeros((batch, self.hidden_size), x.dtype)
         state = (zeros, zeros)
-        out = self._direction(x, state, 0)  # (T, B, H)
+        out = self._direction(x, state, 0)[0]  # (T, B, H)
         if self.bidirectional:
             x_rev = self.reverse_sequence(x, lengths)  # (T, B, I), reversed within each length
-            out_b = self._direction(x_rev, state, 1)
+            out_b = self._direction(x_rev, state, 1)[0]
             out = out + self.reverse_sequence(out_b, lengths)  # directions summed, (T, B, H)
         return out.astype(x.dtype)
 
@@ -162,22 +238,31 @@ class DeepSpeechModel(nn.Cell):
     fast_conv (CPU only) computes both convs with src/fast_conv.py; onnx (ONNX export) pads
     them with separate Pad ops (ConvFrontEnd); cpu_batch1 (CPU, not export) runs inference on
     a batch of one with oneDNN's inference LSTM kernel (MaskedLSTM); same parameters and results.
+    global_norm adds GlobalNorm (`norm`, x is then un-normalised), lookahead L > 0 adds
+    Lookahead (`lookahead`); without them the parameters are exactly the zoo's.
     """
 
     def __init__(self, n_class=29, hidden_size=1024, num_layers=5, bidirectional=True,
-                 n_freq=161, fast_conv=False, onnx=False, cpu_batch1=False):
+                 n_freq=161, fast_conv=False, onnx=False, cpu_batch1=False, lookahead=0,
+                 global_norm=False):
         super().__init__()
+        self.norm = GlobalNorm(n_freq) if global_norm else None
         self.conv = ConvFrontEnd(fast_conv=fast_conv, onnx=onnx)
         rnn_input = CONV_SPEC[-1].out_channels * conv_out_size(n_freq, 0, CONV_SPEC)
         self.RNN = StackedRNN(rnn_input, hidden_size, num_layers, bidirectional, cpu_batch1)
+        self.lookahead = Lookahead(hidden_size, lookahead) if lookahead else None
         self.fc = SequenceWise(nn.Dense(hidden_size, n_class, has_bias=False))
 
     def construct(self, x, lengths):
         out_lengths = conv_out_size(lengths, 1, self.conv.spec)  # = output_lengths(lengths)
+        if self.norm is not None:
+            x = self.norm(x, frame_mask(lengths, x.shape[3], x.dtype))  # (B, 1, F, T)
         x = self.conv(x, lengths)  # (B, C, F', T')
         b, c, f, t = x.shape
         x = x.view(b, c * f, t).transpose(2, 0, 1)  # (T', B, C*F')
         x = self.RNN(x, out_lengths)  # (T', B, H)
+        if self.lookahead is not None:
+            x = self.lookahead(x, out_lengths)  # (T', B, H)
         return self.fc(x), out_lengths  # (T', B, n_class), (B,)
 
 
@@ -214,7 +299,8 @@ class CTCLossCell(nn.Cell):
 
 
 def infer_model_size(param_dict):
-    """(hidden_size, num_layers, bidirectional) read from checkpoint parameter names/shapes."""
+    """(hidden_size, num_layers, bidirectional, lookahead) read from checkpoint parameter
+    names/shapes (lookahead 0: no `lookahead.weight`, as in the zoo's)."""
     key = "RNN.lstms.0.weight_hh_l0"
     if key not in param_dict:
         raise ValueError(f"not a DeepSpeech2 checkpoint: it has no parameter '{key}'")
@@ -223,15 +309,19 @@ def infer_model_size(param_dict):
     while f"RNN.lstms.{layers}.weight_hh_l0" in param_dict:
         layers += 1
     bidirectional = "RNN.lstms.0.weight_hh_l0_reverse" in param_dict
-    return hidden, layers, bidirectional
+    lookahead = param_dict.get("lookahead.weight")
+    lookahead = 0 if lookahead is None else int(lookahead.shape[0]) - 1  # (L + 1, H)
+    return hidden, layers, bidirectional, lookahead
 
 
-def build_network(cfg, hidden_size=None, num_layers=None, bidirectional=None, fast_conv=None):
-    """DeepSpeechModel sized by the arguments, else by cfg.model.
+def build_network(cfg, hidden_size=None, num_layers=None, bidirectional=None, fast_conv=None,
+                  onnx=False, lookahead=None):
+    """DeepSpeechModel sized by the arguments, else by cfg.model; with GlobalNorm when
+    cfg.features.normalize is global.
 
     fast_conv defaults to src.env.uses_fast_conv(cfg): the CPU numpy convs for training and
-    evaluation, never on GPU/Ascend and never for export. An ONNX export pads its convs with
-    separate Pad ops (ConvFrontEnd's `onnx`).
+    evaluation, never on GPU/Ascend (export passes False). onnx=True (an ONNX export) pads the
+    convs with separate Pad ops (ConvFrontEnd's `onnx`).
     """
     labels = load_labels(cfg.labels_path)
     if fast_conv is None:
@@ -241,7 +331,9 @@ def build_network(cfg, hidden_size=None, num_layers=None, bidirectional=None, fa
         hidden_size=cfg.model.hidden_size if hidden_size is None else hidden_size,
         num_layers=cfg.model.num_layers if num_layers is None else num_layers,
         bidirectional=cfg.model.bidirectional if bidirectional is None else bidirectional,
-        n_freq=int(round(cfg.features.sample_rate * cfg.features.window_size)) // 2 + 1,
+        n_freq=freq_bins(cfg.features),
         fast_conv=fast_conv,
-        onnx=cfg.entry == "export" and cfg.export.file_format == "ONNX",
-        cpu_batch1=cfg.device_target == "CPU" and cfg.entry != "export")
+        onnx=onnx,
+        cpu_batch1=cfg.device_target == "CPU" and cfg.entry != "export",
+        lookahead=cfg.model.lookahead if lookahead is None else lookahead,
+        global_norm=cfg.features.normalize == "global")

@@ -24,10 +24,18 @@ def prepare_environment(device_target, native_conv=True):
 def uses_fast_conv(cfg):
     """Whether the network computes its convolutions with the CPU numpy path (src/fast_conv.py).
 
-    Only on CPU and only when cfg.model.cpu_fast_conv; never for export, whose graph must hold
-    MindSpore's own Conv2D (the numpy path is a host callback that cannot be serialised).
+    Only on CPU and only when cfg.model.cpu_fast_conv, and only where a network is built from
+    a checkpoint: never for export, whose graph must hold MindSpore's own Conv2D (the numpy
+    path is a host callback that cannot be serialised), nor where an exported MindIR runs
+    (transcribe.mindir), whose graph holds that Conv2D too, nor where transcribe streams
+    (transcribe.stream or .microphone: src/streaming.py's step runs the network's weights
+    through its own Conv2D). False means MindSpore's Conv2D runs, so prepare_environment caps
+    oneDNN (an uncapped MindIR ran ~30x slower on AVX-512).
     """
-    return cfg.model.cpu_fast_conv and cfg.device_target == "CPU" and cfg.entry != "export"
+    t = cfg.transcribe if cfg.entry == "transcribe" else None
+    native = t is not None and bool(t.mindir or t.stream or t.microphone)
+    return (cfg.model.cpu_fast_conv and cfg.device_target == "CPU" and cfg.entry != "export"
+            and not native)
 
 
 def openblas_coretype(cpuinfo="/proc/cpuinfo"):

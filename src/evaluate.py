@@ -22,22 +22,34 @@ def evaluate_manifest(infer_net, manifest, cfg, encoder, pools, desc="eval", ran
     group_size-th utterance from `rank` on and returns its shard's ErrorRates (sum them with
     ErrorRate.all_reduce for the whole manifest).
     """
-    utts, report = load_utterances(manifest, cfg, encoder, ctc_filter=False)
+    utts, report = load_utterances(manifest, cfg.features, encoder, ctc_filter=False)
     utts = utts[rank::group_size]
     rates, pairs = {p.name: ErrorRate() for p in pools}, []
     bar = progress(total=len(utts), desc=desc, unit="utt", leave=False)
-    for i, hyps, err in recognize(infer_net, [u.audio for u in utts], [u.frames for u in utts],
-                                  cfg, pools, bar=bar):
-        if err is not None:
-            report["unreadable audio"] += 1
-            report.files.append(err)
-            continue
-        texts = {p.name: h.text for p, h in zip(pools, hyps)}
-        for name, text in texts.items():
-            rates[name].update(utts[i].text, text)
-        pairs.append((utts[i].audio, utts[i].text, texts))
+    results = recognize(infer_net, [u.audio for u in utts], [u.frames for u in utts], cfg, pools,
+                        bar=bar)
+    try:
+        for utt, hyps in skip_failures(results, utts, report):
+            texts = {p.name: h.text for p, h in zip(pools, hyps)}
+            for name, text in texts.items():
+                rates[name].update(utt.text, text)
+            pairs.append((utt.audio, utt.text, texts))
+    finally:
+        results.close()  # its eval_mode (src.inference) puts the modes back now
     bar.close()
     return rates, pairs, report
+
+
+def skip_failures(results, utts, report):
+    """(index, result, error or None) per utterance of `utts` (src.inference's streams) ->
+    (utterance, result) of those that worked; a failure (audio unreadable past its header) is
+    counted in `report` and named in report.files, as load_utterances does for bad headers."""
+    for i, result, err in results:
+        if err is None:
+            yield utts[i], result
+        else:
+            report["unreadable audio"] += 1
+            report.files.append(err)
 
 
 def result_names(manifests):

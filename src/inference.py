@@ -3,7 +3,7 @@
 Used by eval.py, per-epoch validation, export --verify (and transcription). Features are computed
 per utterance in a thread pool (libsndfile and the FFTs release the GIL), so one file that fails
 to decode is reported and skipped instead of ending the run; batches are padded to the few
-bucket lengths of src.dataset.make_batches, so graph mode compiles a handful of shapes.
+bucket lengths of src.planner.make_batches, so graph mode compiles a handful of shapes.
 """
 import contextlib
 from collections import deque
@@ -11,20 +11,35 @@ from concurrent.futures import ThreadPoolExecutor
 
 import mindspore as ms
 import numpy as np
+from mindspore import nn
 
-from src.dataset import make_batches
 from src.features import AudioError, featurize
+from src.planner import make_batches
 
 
 @contextlib.contextmanager
 def eval_mode(net):
-    """Run `net` in inference mode (BatchNorm statistics fixed) and restore its mode after."""
-    was_training = net.training
+    """Run `net` in inference mode (BatchNorm statistics fixed), then put back the mode
+    (training flag and phase) of `net` and of every cell in it, each its own.
+
+    Cell.set_train is recursive: restoring only the outer cell's mode would give every inner
+    cell the outer one's. Validation runs an InferenceNet, never set to train, around the
+    network being trained, which then stayed in eval mode: each train-step graph compiled
+    afterwards (a batch shape not seen before) trained with BatchNorm's moving statistics (never
+    updated again) and, for a batch of one, the inference LSTM kernel, whose gradients come in
+    another order, so data-parallel ranks ran mismatched gradient all-reduces and failed.
+    """
+    cells = [cell for _, cell in net.cells_and_names()] if isinstance(net, nn.Cell) else []
+    modes = [(cell, cell.training, cell.phase) for cell in cells]
+    was_training = net.training  # also for a stand-in with set_train only (tests, benchmarks)
     net.set_train(False)
     try:
         yield net
     finally:
         net.set_train(was_training)
+        for cell, training, phase in modes:
+            cell.add_flags(training=training)  # what set_train does, cell by cell
+            cell.phase = phase
 
 
 def _features(path, feature_cfg):
@@ -90,25 +105,29 @@ def utterance_log_probs(net, paths, frames, cfg, bar=None):
                 bar.update(len(indices) + len(failures))
 
 
+def in_order(tasks, window):
+    """Decodes in flight, results in submission order: `tasks` yields (tag, [Future] or None)
+    as it submits them (None: nothing to wait for); yields the same pairs, oldest first, each
+    once its futures are done or when more than `window` wait behind it, so that decoding runs
+    beside the producer (the network) and at most `window` + 1 submitted tasks are held."""
+    pending = deque()
+    for task in tasks:
+        pending.append(task)
+        while pending and (len(pending) > window or _done(pending[0][1])):
+            yield pending.popleft()
+    yield from pending
+
+
+def _done(futures):
+    return futures is None or all(f.done() for f in futures)
+
+
 def recognize(net, paths, frames, cfg, pools, bar=None):
     """Transcripts of audio files by each of `pools` (src.decoder.DecoderPool): yields (index,
     [Hypothesis per pool] or None, error or None) per file, in batch order. Decoding runs
     beside the network: a file's result is yielded once it is done or more than two batches
     of files wait behind it."""
-    pending = deque()  # (index, [Future per pool] or None, error)
-    window = 2 * cfg.data.batch_size
-    for i, probs, err in utterance_log_probs(net, paths, frames, cfg, bar):
-        pending.append((i, None if probs is None else [p.submit(probs) for p in pools], err))
-        while pending and (len(pending) > window or _done(pending[0])):
-            yield _result(pending.popleft())
-    while pending:
-        yield _result(pending.popleft())
-
-
-def _done(item):
-    return item[1] is None or all(f.done() for f in item[1])
-
-
-def _result(item):
-    i, futures, err = item
-    return i, None if futures is None else [f.result() for f in futures], err
+    tasks = (((i, err), None if probs is None else [p.submit(probs) for p in pools])
+             for i, probs, err in utterance_log_probs(net, paths, frames, cfg, bar))
+    for (i, err), futures in in_order(tasks, 2 * cfg.data.batch_size):
+        yield i, None if futures is None else [f.result() for f in futures], err

@@ -3,18 +3,19 @@
 The network runs once over the dev manifest; its log-probabilities are cached in
 <output_dir>/outputs-<key>.npz (key: checkpoint, manifest, features, labels), so another grid,
 beam width or LM re-decodes without running the network again. Each (alpha, beta) pair decodes
-every utterance with one BeamDecoder per worker process (the LM is loaded once per worker).
+every utterance in the worker processes of a DecoderPool (src.decoder), which load the LM once
+each and change only its weights from one pair to the next.
 """
 import csv
 import hashlib
 import json
-import multiprocessing
+import math
 import os
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from src.decoder import BeamDecoder
+from src.decoder import DecoderPool
+from src.errors import UserError
 from src.metrics import ErrorRate
 from src.progress import progress
 
@@ -47,44 +48,56 @@ def load_outputs(path):
 
 def grid(tune_cfg):
     """[(alpha, beta)] of the configured ranges (linspace; steps 1 = the 'from' value)."""
+    for key in ("alpha_from", "alpha_to", "beta_from", "beta_to"):
+        if not math.isfinite(tune_cfg[key]):
+            raise UserError(f"tune_lm.{key} must be a finite number; got {tune_cfg[key]}")
+    if min(tune_cfg.alpha_from, tune_cfg.alpha_to) < 0:
+        raise UserError("tune_lm.alpha_from and alpha_to must be >= 0 (an LM weight)")
     alphas = np.linspace(tune_cfg.alpha_from, tune_cfg.alpha_to, tune_cfg.alpha_steps)
     betas = np.linspace(tune_cfg.beta_from, tune_cfg.beta_to, tune_cfg.beta_steps)
     return [(round(float(a), 4), round(float(b), 4)) for a in alphas for b in betas]
 
 
-_worker = {}
-
-
-def _init_worker(outputs_path, labels, beam_width, lm_path):
-    _worker["data"] = load_outputs(outputs_path)
-    _worker["decoder"] = BeamDecoder(labels, beam_width, lm_path)
-
-
-def score(weights):
-    """(alpha, beta) -> (alpha, beta, ErrorRate) over the worker's cached outputs."""
-    alpha, beta = weights
-    decoder = _worker["decoder"]
-    decoder.set_weights(alpha, beta)
-    rates = ErrorRate()
-    for reference, probs in zip(*_worker["data"]):
-        rates.update(reference, decoder.decode(probs).text)
-    return alpha, beta, rates
-
-
-def search(outputs_path, labels, decode_cfg, pairs, workers):
-    """Score every (alpha, beta) pair; returns [(alpha, beta, ErrorRate)] in grid order.
-
-    Workers are spawned (not forked): the parent holds MindSpore's threads."""
-    init = (outputs_path, tuple(labels), decode_cfg.beam_width, decode_cfg.lm_path)
+def search(references, outputs, labels, decode_cfg, pairs, workers):
+    """Score every (alpha, beta) pair on the cached outputs [(T_i, C)] with the decoder of
+    decode_cfg (beam search + LM) in `workers` DecoderPool processes (each loads the LM once);
+    [(alpha, beta, ErrorRate)] in grid order."""
+    pool = DecoderPool(decode_cfg, labels, workers)
     bar = progress(total=len(pairs), desc="alpha x beta", unit="pair")
-    results = []
-    with ProcessPoolExecutor(max(1, workers), mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_init_worker, initargs=init) as pool:
-        for result in pool.map(score, pairs):
-            results.append(result)
+    try:
+        futures = [[pool.submit(p, alpha=a, beta=b) for p in outputs] for a, b in pairs]
+        results = []
+        for (alpha, beta), row in zip(pairs, futures):
+            rates = ErrorRate()
+            for reference, future in zip(references, row):
+                rates.update(reference, future.result().text)
+            results.append((alpha, beta, rates))
             bar.update(1)
-    bar.close()
+    finally:
+        pool.close()
+        bar.close()
     return results
+
+
+def edge_note(tune_cfg, alpha, beta):
+    """One line when the best alpha or beta lies on an edge of the grid that a wider range could
+    move (alpha stays >= 0), with that range; "" otherwise."""
+    wider = []  # (weight, best value, range key to widen, its new value)
+    for name, best in (("alpha", alpha), ("beta", beta)):
+        start, stop = tune_cfg[f"{name}_from"], tune_cfg[f"{name}_to"]
+        if tune_cfg[f"{name}_steps"] < 2:
+            continue
+        for key, edge, beyond in (("to", stop, 2 * stop - start), ("from", start, 2 * start - stop)):
+            beyond = max(beyond, 0.0) if name == "alpha" else beyond
+            if best == round(edge, 4) and beyond != edge:
+                wider.append((name, best, key, beyond))
+                break
+    if not wider:
+        return ""
+    found = " and ".join(f"{name} {best}" for name, best, _, _ in wider)
+    flags = " ".join(f"--{name}_{key}={value:g}" for name, _, key, value in wider)
+    return (f"note: best {found}: on the edge of the grid, the optimum may lie beyond it; "
+            f"try a wider range, e.g. {flags}")
 
 
 def best_of(results):

@@ -79,8 +79,10 @@ def _looks_like_json(path):
     return head in ("{", "[")
 
 
-def read_manifest(path):
-    """List of Entry, in file order. Raises ManifestError naming the line of a missing file.
+def read_manifest(path, check_files=True):
+    """List of Entry, in file order. With check_files (training, evaluation), raises
+    ManifestError naming the line of a missing audio or transcript file; without (transcription,
+    which reads no transcripts and skips and names a missing file), entries are as written.
 
     A duration column is accepted (and written by data_prep) but the loader reads the exact
     length from the audio header, which also finds unreadable files up front.
@@ -91,6 +93,10 @@ def read_manifest(path):
         entries = _read_json(path) if _looks_like_json(path) else _read_csv(path)
     except UnicodeDecodeError as err:
         raise ManifestError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise ManifestError(f"cannot read manifest {path}: {err.strerror or err}") from None
+    if not check_files:
+        return entries
     for e in entries:
         for kind, file in (("audio", e.audio), ("transcript", e.transcript)):
             if not os.path.isfile(file):

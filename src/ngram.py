@@ -3,6 +3,7 @@
     lm = estimate([["THE", "CAT"], ["A", "CAT"]], order=3)
     lm.prob(("THE",), "CAT")          # p(CAT | THE), any context length up to order - 1
     write_arpa(lm, "lm.arpa")         # readable by KenLM (and so by pyctcdecode)
+    arpa_words("lm.arpa")             # ["THE", "CAT", "A"]: the words of any ARPA file
 
 The smoothing is Chen & Goodman's interpolated modified Kneser-Ney as KenLM's lmplz computes it
 (Heafield et al. 2013): sentences are padded with <s> ... </s>; below the highest order the
@@ -134,10 +135,11 @@ def _lower_prob(lower, probs, backoffs, gram):
 
 
 def write_arpa(lm, path):
-    """ARPA file of `lm` (log10 probabilities and backoff weights; <s> gets -99)."""
+    """ARPA file of `lm` (log10 probabilities and backoff weights; <s> gets -99). Returns the
+    n-gram counts of its header, [1-grams (<s> included), 2-grams, ...]."""
+    sizes = [len(lm.probs[0]) + 1] + [len(p) for p in lm.probs[1:]]
     with open(path, "w", encoding="utf-8") as f:
         f.write("\\data\\\n")
-        sizes = [len(lm.probs[0]) + 1] + [len(p) for p in lm.probs[1:]]
         for n, size in enumerate(sizes, 1):
             f.write(f"ngram {n}={size}\n")
         for n in range(lm.order):
@@ -152,3 +154,30 @@ def write_arpa(lm, path):
                     line += f"\t{math.log10(lm.backoffs[n].get(gram, 1.0)):.7f}"
                 f.write(line + "\n")
         f.write("\n\\end\\\n")
+    return sizes
+
+
+def arpa_words(path):
+    """The words of an ARPA file's 1-gram section, without <s>, </s> and <unk>; None when the
+    file is not ARPA text (a KenLM binary). Raises ValueError naming a malformed line."""
+    with open(path, "rb") as f:
+        if not f.read(64).lstrip().startswith(b"\\data\\"):
+            return None
+    words, section = [], None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            fields = line.split()
+            if line.startswith("\\"):
+                if section == "\\1-grams:":
+                    break  # the 1-gram section is over
+                section = line.strip()
+            elif fields and section == "\\1-grams:":
+                try:
+                    float(fields[0])
+                    word = fields[1]
+                except (ValueError, IndexError):
+                    raise ValueError(f"line {number} is not an ARPA n-gram entry: "
+                                     f"{line.strip()[:60]!r}") from None
+                if word not in (BOS, EOS, UNK):
+                    words.append(word)
+    return words

@@ -11,10 +11,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from src.augment import AugmentError
 from src.best import BEST_CKPT, BestTracker
 from src.checkpoints import (
+    check_features,
     checkpoint_name,
     find_resume_checkpoint,
+    list_checkpoints,
     load_weights,
     read_checkpoint,
     restore,
@@ -27,9 +30,11 @@ from src.decoder import decoder_pools
 from src.deepspeech2 import InferenceNet, build_network
 from src.errors import UserError
 from src.evaluate import evaluate_manifest
+from src.features import global_stats
 from src.freeze import freeze
 from src.lr_generator import get_lr
 from src.progress import progress
+from src.run_folder import RunFolder
 from src.text import make_encoder
 from src.train_step import AccumulatingStep, build_optimizer, build_train_step
 
@@ -53,14 +58,27 @@ def setup_logger(log_dir, rank=0, name="deepspeech2"):
     return logger, path
 
 
-def truncate_metrics(path, last_step):
-    """Drop metrics lines after `last_step` (they are redone after a resume)."""
+def truncate_metrics(path, last_step, logger):
+    """Drop metrics lines after `last_step` (they are redone after a resume), and lines that
+    are not whole JSON (the last one of a run killed, or stopped by a full disk, mid-write)
+    with a warning. The file is rewritten atomically."""
     if not os.path.isfile(path):
         return
-    with open(path, encoding="utf-8") as f:
-        lines = [line for line in f if line.strip() and json.loads(line)["step"] <= last_step]
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(lines)
+    kept, broken = [], 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                if json.loads(line)["step"] <= last_step:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+            except (ValueError, KeyError, TypeError):
+                broken += bool(line.strip())
+    if broken:
+        logger.warning("%s: dropped %d line(s) that were not whole (a run stopped mid-write)",
+                       path, broken)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(kept)
+    os.replace(tmp, path)
 
 
 class BadStepGuard:
@@ -102,6 +120,7 @@ class TrainingRun:
     train_step: object
     accumulating: object  # AccumulatingStep over train_step (train.accumulate_steps > 1) or None
     lr: np.ndarray
+    folder: object  # RunFolder (rank 0): this run's checkpoints, for rotation; None elsewhere
     start: int = 0
     last_ckpt: str = None
     window: dict = field(default_factory=lambda: {"loss": [], "utts": 0,
@@ -115,7 +134,7 @@ class TrainingRun:
 def load_training_data(cfg, rank, group_size, logger):
     """The training manifest as this rank's BatchSource (skips logged); returns (encoder, source)."""
     encoder = make_encoder(cfg)
-    utts, report = load_utterances(cfg.data.train_manifest, cfg, encoder,
+    utts, report = load_utterances(cfg.data.train_manifest, cfg.features, encoder,
                                    max_duration=cfg.data.max_duration)
     logger.info("train manifest %s: %d utterances, %.2f h; skipped: %s",
                 cfg.data.train_manifest, len(utts),
@@ -141,8 +160,10 @@ def build_model(cfg, group_size, steps_per_epoch, blank, logger):
     """Network (optionally from pretrained weights), lr schedule and train step."""
     network = build_network(cfg)
     if cfg.train.pre_trained_model_path:
-        load_weights(network, read_checkpoint(cfg.train.pre_trained_model_path),
-                     source=cfg.train.pre_trained_model_path)
+        path = cfg.train.pre_trained_model_path
+        params = read_checkpoint(path)
+        check_features(params, cfg.features, path)
+        load_weights(network, params, source=path)
         logger.info("weights loaded from %s", cfg.train.pre_trained_model_path)
     if cfg.train.freeze:
         frozen = freeze(network, cfg.train.freeze)
@@ -178,14 +199,46 @@ def resume_position(cfg, train_step, spe, logger):
         logger.info("resume: no checkpoint in %s yet, starting from scratch",
                     cfg.train.checkpoint_dir)
         return 0
-    start = restore(train_step, path, logger.info)
+    start = restore(train_step, path, logger.info, cfg.features)
     logger.info("resumed from %s at step %d (epoch %d, step %d of it)", path, start,
                 start // spe + 1, start % spe)
     return start
 
 
+def claim_folders(cfg, rank):
+    """Rank 0 takes the checkpoint and log folders for this run (src.run_folder): refused
+    while another run uses them, or when a new run would mix with another run's files."""
+    if rank != 0:
+        return None
+    ckpt_dir, resume = cfg.train.checkpoint_dir, cfg.train.resume
+    inside = resume not in ("", "auto") and os.path.commonpath(
+        [os.path.realpath(ckpt_dir), os.path.realpath(resume)]) == os.path.realpath(ckpt_dir)
+    continuing = resume == "auto" or inside
+    legacy = [path for _, path in list_checkpoints(ckpt_dir)] if continuing else []
+    return RunFolder.claim(ckpt_dir, cfg.train.log_dir, continuing, legacy)
+
+
+def normalisation_stats(cfg, network, utts, start, logger):
+    """features.normalize=global: the per-frequency mean and std of the training utterances
+    (their clean audio, no augmentation) into the network's norm.* before the first step; a
+    resumed run and a fine-tuned checkpoint keep the statistics they were trained with. Every
+    rank computes them over the whole manifest (the same float64 pass: equal values)."""
+    if start > 0 or cfg.train.pre_trained_model_path:
+        logger.info("global feature statistics: kept from the checkpoint")
+        return
+    t0 = time.perf_counter()
+    mean, std, frames = global_stats([u.audio for u in utts], cfg.features,
+                                     cfg.data.num_parallel_workers)
+    network.norm.set_stats(mean, std)
+    logger.info("global feature statistics of %d training utterances (%.2f h) in %.1f s: mean "
+                "%.3f to %.3f, std %.3f to %.3f over the %d frequency bins", len(utts),
+                frames * cfg.features.window_stride / 3600, time.perf_counter() - t0, mean.min(),
+                mean.max(), std.min(), std.max(), len(mean))
+
+
 def setup_run(cfg, rank=0, group_size=1):
     """Everything before the first step, as a TrainingRun."""
+    folder = claim_folders(cfg, rank)
     logger, log_path = setup_logger(cfg.train.log_dir, rank)
     logger.info("log file: %s (rank %d of %d)", os.path.abspath(log_path), rank, group_size)
     logger.info("config: %s", json.dumps(to_dict(cfg)))
@@ -193,14 +246,16 @@ def setup_run(cfg, rank=0, group_size=1):
     network, lr, train_step = build_model(cfg, group_size, source.steps_per_epoch,
                                           encoder.blank_id, logger)
     start = resume_position(cfg, train_step, source.steps_per_epoch, logger)
+    if cfg.features.normalize == "global":
+        normalisation_stats(cfg, network, source.utts, start, logger)
     best = BestTracker(f"val_{cfg.train.best_metric}", cfg.train.early_stop_patience,
-                       cfg.train.checkpoint_dir, resumed=start > 0)
+                       cfg.train.checkpoint_dir, resumed=start > 0, feature_cfg=cfg.features)
     if best.record:
         logger.info("best so far: %s %.2f at epoch %d (%s)", best.record["metric"],
                     best.record["value"], best.record["epoch"], BEST_CKPT)
     accumulating = AccumulatingStep(train_step) if source.accumulate > 1 else None
     return TrainingRun(cfg, rank, group_size, logger, encoder, source, network,
-                       InferenceNet(network), best, train_step, accumulating, lr, start)
+                       InferenceNet(network), best, train_step, accumulating, lr, folder, start)
 
 
 def record_step(run, metrics, step, loss, ok, batch_size, bar):
@@ -234,7 +289,8 @@ def maybe_checkpoint(run, step, epoch_end, last=False):
     if save and run.rank == 0:
         run.last_ckpt = save_checkpoint(run.train_step, run.network, cfg.train.checkpoint_dir,
                                         step // spe + 1, step % spe + 1, done,
-                                        cfg.train.keep_checkpoint_max, cfg.train.save_weights_only)
+                                        cfg.train.save_weights_only, run.folder,
+                                        cfg.train.keep_checkpoint_max, cfg.features)
         run.logger.info("checkpoint: %s", os.path.abspath(run.last_ckpt))
 
 
@@ -285,6 +341,11 @@ def next_batch(run, iterator, bar):
     """The next batch; audio that fails while decoding stops the run with its name in the log."""
     try:
         return next(iterator)
+    except AugmentError as err:  # the sox program failed: its words, the file named
+        bar.close()
+        run.logger.error("stopped: %s (fix it or train with --speed_perturb=false, then resume "
+                         "with --resume=auto)", err)
+        raise
     except UserError as err:
         bar.close()
         run.logger.error("stopped: %s (data_prep decodes every file in full, so this file changed "
@@ -300,7 +361,7 @@ def run_training(cfg, rank=0, group_size=1):
     # Only rank 0 keeps metrics; the other ranks' progress is in their own log files.
     metrics_path = os.path.join(cfg.train.log_dir, "metrics.jsonl") if rank == 0 else os.devnull
     if rank == 0:
-        truncate_metrics(metrics_path, run.start)
+        truncate_metrics(metrics_path, run.start, run.logger)
     iterator = iterate(create_dataset(run.source, cfg.data.num_parallel_workers,
                                       start_step=run.start))
     guard = BadStepGuard(cfg.train.max_bad_steps, run.logger)

@@ -1,5 +1,6 @@
 """Waveform augmentation (SoX speed, gain, noise) and how batches stay correct under it."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -9,12 +10,13 @@ import soundfile as sf
 from test_dataset import make_corpus
 
 from conftest import REPO, run
-from src.augment import Augmenter, apply_gain, change_speed, mix_noise, speed_frames
+from src.augment import Augmenter, apply_gain, change_speed, mix_noise
 from src.config import load_config
 from src.dataset import BatchSource, load_utterances
 from src.errors import UserError
-from src.features import features_of, load_audio, num_frames, spectrogram
+from src.features import features_of, load_audio, num_frames, spectrogram, speed_frames
 from src.manifest import write_manifests
+from src.planner import Batching
 from src.text import make_encoder
 
 SR = 16000
@@ -93,16 +95,16 @@ def corpus(tmp_path, texts=None, durations=None):
 
 def source(manifest, *overrides, epochs=4, batch_size=2, num_buckets=3):
     cfg = load_config(["--speed_perturb=true", *overrides])
-    utts, _ = load_utterances(manifest, cfg, make_encoder(cfg))
+    utts, _ = load_utterances(manifest, cfg.features, make_encoder(cfg))
     aug = Augmenter(cfg.augment, SR)
-    return BatchSource(utts, cfg, batch_size, num_buckets, epochs=epochs, shuffle=True, seed=5,
-                       augmenter=aug), cfg
+    batching = Batching(batch_size, num_buckets, epochs=epochs, shuffle=True, seed=5)
+    return BatchSource(utts, cfg.features, batching, augmenter=aug), cfg
 
 
 def test_speed_perturbed_batches_lose_nothing_crop_nothing_and_keep_few_shapes(tmp_path):
     src, cfg = source(corpus(tmp_path))
     pads, factors_seen = set(), []
-    for epoch in range(src.epochs):
+    for epoch in range(src.batching.epochs):
         batches, _, factors, _ = src.plan(epoch)
         factors_seen.append(tuple(factors))
         seen = []
@@ -123,7 +125,7 @@ def test_speed_perturbed_batches_lose_nothing_crop_nothing_and_keep_few_shapes(t
     assert pads <= set(src.bounds.tolist()) and len(src.bounds) <= 3
     assert len(set(factors_seen)) > 1  # factors change per epoch
     assert set(np.concatenate(factors_seen)) == {0.9, 1.0, 1.1}
-    assert [tuple(src.plan(e)[2]) for e in range(src.epochs)] == factors_seen  # seeded
+    assert [tuple(src.plan(e).factors) for e in range(src.batching.epochs)] == factors_seen
 
 
 def test_a_transcript_too_long_for_a_faster_version_keeps_factor_one(tmp_path):
@@ -179,10 +181,29 @@ def test_an_empty_noise_folder_and_a_missing_sox_stop_train_py_in_one_line(tmp_p
     assert "no .wav or .flac files in" in proc.stderr.strip().splitlines()[-1]
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "python").symlink_to(sys.executable)
-    env = dict(os.environ, PATH=str(bin_dir))  # python, but no sox
-    proc = run([str(bin_dir / "python"), os.path.join(REPO, "train.py"), "--speed_perturb=true"],
+    env = dict(os.environ, PATH=str(bin_dir))  # no sox (python by its full path: a venv's
+    # interpreter must not be linked elsewhere, it finds its packages from where it lies)
+    proc = run([sys.executable, os.path.join(REPO, "train.py"), "--speed_perturb=true"],
                ok=False, env=env, cwd=tmp_path)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "augment.speed_perturb (on by default) needs the sox program" in \
         proc.stderr.strip().splitlines()[-1]
+
+
+def test_a_failing_sox_names_the_file_and_quotes_sox(tmp_path, monkeypatch):
+    from src.augment import AugmentError
+    src, _ = source(corpus(tmp_path))
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    real = shutil.which("sox")  # answers pysox's format queries (sox -h); fails the effect
+    (fake / "sox").write_text(f'#!/bin/sh\n[ "$1" = -h ] && exec {real} "$@"\n'
+                              "echo 'sox FAIL formats: no handler for detected file type' >&2\n"
+                              "exit 2\n")
+    (fake / "sox").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    utt = src.batch_utterances(0)[0]
+    with pytest.raises(AugmentError) as err:
+        src.utterance_features(utt, 1.1, seed=0)
+    said = str(err.value)
+    assert said.startswith(f"{utt.audio}: the sox program failed on speed 1.1: ")
+    assert "no handler for detected file type" in said

@@ -137,3 +137,14 @@ def test_heldout_voice_split_keeps_the_voices_apart(sample_data, tmp_path):
     train_and_test = len(got["seen_train"]) + len(got["seen_voices_test"])
     seen_dev = everything - train_and_test - len(got["heldout_voices"])
     assert 0 < seen_dev < 24  # only the seen voices' dev utterances are left out
+
+
+def test_mindir_benchmark_times_both_models_on_the_same_files(sample_data):
+    manifest = sample_data / "libri_test_clean_manifest.csv"
+    proc = run([sys.executable, "benchmarks/mindir_speed.py", "--size", "16x1", "--files", "2",
+                "--rounds", "2", f"--manifest={manifest}"])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["files"] == 2 and len(out["seconds"]["checkpoint"]) == 2
+    assert out["checkpoint_s"] == float(np.median(out["seconds"]["checkpoint"]))
+    assert abs(out["ratio"] - out["checkpoint_s"] / out["mindir_s"]) < 1e-3
+    assert out["same_texts"] is True  # one network, two routes: the same words

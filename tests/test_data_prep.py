@@ -291,6 +291,6 @@ def test_target_folder_with_a_comma_gives_manifests_the_loader_reads(tmp_path):
     from src.dataset import load_utterances
     from src.text import make_encoder
     cfg = load_config([])
-    utts, report = load_utterances(str(out / "libri_train_manifest.csv"), cfg, make_encoder(cfg))
+    utts, report = load_utterances(str(out / "libri_train_manifest.csv"), cfg.features, make_encoder(cfg))
     assert len(utts) == 24 and not report
     assert all(u.audio.startswith(str(out)) and os.path.isfile(u.audio) for u in utts)

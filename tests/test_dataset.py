@@ -7,9 +7,10 @@ import pytest
 import soundfile as sf
 
 from src.config import load_config
-from src.dataset import BatchSource, load_utterances, make_batches
+from src.dataset import BatchSource, load_utterances
 from src.features import load_audio, spectrogram
 from src.manifest import ManifestError, read_manifest, write_manifests
+from src.planner import Batching
 from src.text import make_encoder
 
 
@@ -42,7 +43,7 @@ def test_zoo_csv_without_duration_reads_it_from_the_audio(tmp_path):
     entries = make_corpus(tmp_path, [0.75, 1.5])
     (tmp_path / "zoo.csv").write_text("".join(f"{w},{t}\n" for w, t, _ in entries))
     cfg = load_config([])
-    utts, _ = load_utterances(str(tmp_path / "zoo.csv"), cfg, make_encoder(cfg))
+    utts, _ = load_utterances(str(tmp_path / "zoo.csv"), cfg.features, make_encoder(cfg))
     assert [u.frames for u in utts] == [1 + 12000 // 160, 1 + 24000 // 160]
 
 
@@ -61,7 +62,7 @@ def test_unreadable_audio_is_skipped_counted_and_named(tmp_path):
     (tmp_path / "wav" / "u1.wav").write_bytes(b"RIFF garbage")
     write_manifests(entries, tmp_path / "m.csv", tmp_path / "m.json", tmp_path)
     cfg = load_config([])
-    utts, report = load_utterances(str(tmp_path / "m.csv"), cfg, make_encoder(cfg))
+    utts, report = load_utterances(str(tmp_path / "m.csv"), cfg.features, make_encoder(cfg))
     assert [os.path.basename(u.audio) for u in utts] == ["u0.wav"]
     assert report == {"unreadable audio": 1} and "m.csv:2" in report.files[0]
 
@@ -71,25 +72,10 @@ def test_filters_are_counted_not_cropped(tmp_path):
     entries = make_corpus(tmp_path, [1.0, 20.0, 0.5], ["OK", "TOO LONG AUDIO", long_text])
     write_manifests(entries, tmp_path / "m.csv", tmp_path / "m.json", tmp_path)
     cfg = load_config([])
-    utts, report = load_utterances(str(tmp_path / "m.csv"), cfg, make_encoder(cfg),
+    utts, report = load_utterances(str(tmp_path / "m.csv"), cfg.features, make_encoder(cfg),
                                    max_duration=15.0)
     assert [u.text for u in utts] == ["OK"]
     assert report == {"longer than max_duration": 1, "transcript too long for the audio (CTC)": 1}
-
-
-def test_make_batches_covers_everything_with_few_lengths():
-    frames = np.random.default_rng(0).integers(100, 1500, size=1003)
-    batches, pad = make_batches(frames, batch_size=16, num_buckets=6)
-    flat = np.concatenate(batches)
-    assert sorted(flat.tolist()) == list(range(1003))  # every utterance exactly once
-    for group in (2, 3, 8):
-        shared, _ = make_batches(frames, 16, 6, group_size=group)
-        assert len(shared) % group == 0
-        assert sorted(np.concatenate(shared).tolist()) == list(range(1003))
-    assert all(pad[i] >= frames[b].max() for i, b in enumerate(batches))
-    assert len(set(pad.tolist())) <= 6
-    spread = [frames[b].max() - frames[b].min() for b in batches]
-    assert max(spread) < 60  # sorted batches hold similar lengths
 
 
 def test_batches_pad_with_zeros_and_shuffle_per_epoch(tmp_path):
@@ -97,8 +83,8 @@ def test_batches_pad_with_zeros_and_shuffle_per_epoch(tmp_path):
                           ["A", "B C", "D", "E F G", "H", "I", "JK"])
     write_manifests(entries, tmp_path / "m.csv", tmp_path / "m.json", tmp_path)
     cfg = load_config([])
-    utts, _ = load_utterances(str(tmp_path / "m.json"), cfg, make_encoder(cfg))
-    src = BatchSource(utts, cfg, batch_size=2, num_buckets=2, epochs=3, shuffle=True, seed=1)
+    utts, _ = load_utterances(str(tmp_path / "m.json"), cfg.features, make_encoder(cfg))
+    src = BatchSource(utts, cfg.features, Batching(2, 2, epochs=3, shuffle=True, seed=1))
     assert len(src) == 3 * 4
     orders = [src.epoch_order(e).tolist() for e in range(3)]
     assert all(sorted(o) == [0, 1, 2, 3] for o in orders) and len(set(map(tuple, orders))) > 1
@@ -115,32 +101,14 @@ def test_shards_partition_each_epoch(tmp_path):
     entries = make_corpus(tmp_path, [0.6 + 0.05 * i for i in range(9)])
     write_manifests(entries, tmp_path / "m.csv", tmp_path / "m.json", tmp_path)
     cfg = load_config([])
-    utts, _ = load_utterances(str(tmp_path / "m.csv"), cfg, make_encoder(cfg))
-    shards = [BatchSource(utts, cfg, 2, 3, epochs=2, shuffle=True, seed=4, rank=r, group_size=2)
+    utts, _ = load_utterances(str(tmp_path / "m.csv"), cfg.features, make_encoder(cfg))
+    shards = [BatchSource(utts, cfg.features, Batching(2, 3, epochs=2, shuffle=True, seed=4,
+                                                       rank=r, group_size=2))
               for r in range(2)]
     for epoch in range(2):
         seen = [u.audio for s in shards for k in range(s.steps_per_epoch)
                 for u in s.batch_utterances(epoch * s.steps_per_epoch + k)]
         assert len(seen) == 9 and len(set(seen)) == 9  # 5 batches: the shortest one split in 2
-
-
-def test_bucket_bounds_are_optimal_against_brute_force():
-    import itertools
-
-    from src.dataset import bucket_bounds
-    rng = np.random.default_rng(1)
-    for _ in range(30):
-        maxima, sizes = rng.integers(1, 30, size=12), rng.integers(1, 4, size=12)
-
-        def padding(bounds, maxima=maxima, sizes=sizes):
-            bounds = np.sort(bounds)
-            return sum(s * (bounds[np.searchsorted(bounds, x)] - x) for x, s in zip(maxima, sizes))
-
-        candidates = [np.array(c) for r in range(1, 4)
-                      for c in itertools.combinations(np.unique(maxima), r) if max(c) == maxima.max()]
-        best = min(padding(c) for c in candidates)
-        got = bucket_bounds(maxima, sizes, 3)
-        assert len(got) <= 3 and padding(got) == best
 
 
 def test_paths_with_commas_and_quotes_survive_the_csv_round_trip(tmp_path):
@@ -150,7 +118,7 @@ def test_paths_with_commas_and_quotes_survive_the_csv_round_trip(tmp_path):
     got = read_manifest(str(odd / "m.csv"))
     assert [(e.audio, e.transcript, e.duration) for e in got] == entries
     cfg = load_config([])
-    utts, _ = load_utterances(str(odd / "m.csv"), cfg, make_encoder(cfg))
+    utts, _ = load_utterances(str(odd / "m.csv"), cfg.features, make_encoder(cfg))
     assert sorted(u.audio for u in utts) == sorted(e[0] for e in entries)
 
 
@@ -161,7 +129,7 @@ def test_a_manifest_with_nothing_usable_names_itself_and_why(tmp_path):
     cfg = load_config([])
     with pytest.raises(ManifestError, match=r"m\.csv: no usable utterances \(skipped: 1 "
                                             r"unreadable audio; first: .*m\.csv:1: cannot read"):
-        load_utterances(str(tmp_path / "m.csv"), cfg, make_encoder(cfg))
+        load_utterances(str(tmp_path / "m.csv"), cfg.features, make_encoder(cfg))
 
 
 def _runs(mask):
@@ -198,7 +166,7 @@ def test_training_batches_are_augmented_the_same_way_on_every_visit(sample_data)
     cfg = load_config(["--batch_size=2", "--spec_augment=true", "--epochs=2",
                        "--speed_perturb=false"])
     plain_cfg = load_config(["--batch_size=2", "--epochs=2", "--speed_perturb=false"])
-    utts, _ = load_utterances(str(sample_data / "libri_train_manifest.csv"), cfg,
+    utts, _ = load_utterances(str(sample_data / "libri_train_manifest.csv"), cfg.features,
                               make_encoder(cfg))
     utts = utts[:6]
     first, again = training_source(utts, cfg), training_source(utts, cfg)

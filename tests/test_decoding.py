@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from conftest import REPO, run
 from test_end_to_end import edit_distance, head
@@ -15,7 +16,8 @@ pytest.importorskip("pyctcdecode")
 
 @pytest.fixture(scope="module")
 def setup(ms_context, sample_data, tmp_path_factory):
-    """A tiny random checkpoint, a 3-gram LM of the sample's training transcripts, a dev set."""
+    """A tiny random checkpoint, a 3-gram LM of the sample's training transcripts, a dev set of
+    4 utterances and 2 unreadable ones (no header; a header but broken frames)."""
     from src.config import load_config
     from src.deepspeech2 import build_network
     root = tmp_path_factory.mktemp("decoding")
@@ -23,6 +25,15 @@ def setup(ms_context, sample_data, tmp_path_factory):
     cfg = load_config(["--hidden_size=16", "--num_layers=1"])
     ms_context.save_checkpoint(build_network(cfg), str(root / "net.ckpt"))
     head(sample_data / "libri_val_manifest.csv", root / "dev.csv", 4)
+    noise = (np.random.default_rng(0).standard_normal(32000) * 3000).astype(np.int16)
+    sf.write(root / "broken.flac", noise, 16000)
+    data = bytearray((root / "broken.flac").read_bytes())
+    data[len(data) // 2:] = b"\xff" * (len(data) - len(data) // 2)
+    (root / "broken.flac").write_bytes(bytes(data))
+    (root / "garbage.wav").write_bytes(b"not audio at all")
+    transcript = (root / "dev.csv").read_text().split(",")[1]
+    with open(root / "dev.csv", "a") as f:
+        f.write(f"{root / 'broken.flac'},{transcript}\n{root / 'garbage.wav'},{transcript}\n")
     head(sample_data / "libri_test_clean_manifest.csv", root / "test.csv", 5)
     run([sys.executable, f"{REPO}/data_prep/build_lm.py", "--manifests",
          str(sample_data / "libri_train_manifest.csv"), "--out", "lm.arpa"], cwd=root)
@@ -34,9 +45,11 @@ def test_tune_lm_grid_is_cached_and_its_best_pair_drives_eval(setup):
     tune = [sys.executable, f"{REPO}/tune_lm.py", "--checkpoint=net.ckpt", "--manifest=dev.csv",
             "--decode.lm_path=lm.arpa", "--decode.beam_width=8", "--alpha_from=0",
             "--alpha_to=2", "--alpha_steps=2", "--beta_from=0", "--beta_to=1", "--beta_steps=2",
-            "--output_dir=tuned", "--num_parallel_workers=2"]
+            "--output_dir=tuned", "--num_parallel_workers=2", "--decode.hotwords=[mister]"]
     first = run(tune, cwd=root)
     assert "network outputs of 4 utterances cached" in first.stdout
+    assert "skipped: 2 unreadable audio" in first.stderr  # counted, and each file named
+    assert f"{root}/broken.flac" in first.stderr and f"{root}/garbage.wav" in first.stderr
     with open(root / "tuned" / "grid.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(float(r["alpha"]), float(r["beta"])) for r in rows] == [
@@ -45,6 +58,10 @@ def test_tune_lm_grid_is_cached_and_its_best_pair_drives_eval(setup):
     lowest = min(rows, key=lambda r: (float(r["wer"]), float(r["cer"])))
     assert best["wer"] == pytest.approx(float(lowest["wer"]), abs=1e-3)
     assert best["utterances"] == 4 and best["beam_width"] == 8
+    # a 2 x 2 grid: the best pair is on its edge, said with the range to widen (alpha >= 0)
+    wider = [{2.0: "--alpha_to=4"}.get(best["alpha"]),
+             {0.0: "--beta_from=-1", 1.0: "--beta_to=2"}[best["beta"]]]
+    assert f"try a wider range, e.g. {' '.join(w for w in wider if w)}\n" in first.stdout
 
     second = run(tune, cwd=root)  # the network does not run again: same figures
     assert "(cached)" in second.stdout and "network outputs of" not in second.stdout
@@ -56,7 +73,8 @@ def test_tune_lm_grid_is_cached_and_its_best_pair_drives_eval(setup):
     summary = json.loads((root / "ev" / "summary.json").read_text())
     assert summary["decoder"] == {"method": "beam", "beam_width": 8,
                                   "lm_path": str(root / "lm.arpa"), "alpha": best["alpha"],
-                                  "beta": best["beta"]}
+                                  "beta": best["beta"], "hotwords": ["MISTER"],
+                                  "hotword_weight": 10.0}
     result = summary["results"]["test"]
     assert list(result["decoders"]) == ["beam+lm", "greedy"]
     blocks = [b.splitlines() for b in (root / "ev" / "test.txt").read_text().strip().split("\n\n")]

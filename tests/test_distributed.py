@@ -50,16 +50,26 @@ def single_node(ms_context, sample_data, tmp_path_factory):
                 *overrides, f"--checkpoint_dir={ckpt_dir}", f"--log_dir={log_dir}"], env=env,
                timeout=600)
     assert "exit status 0" in proc.stdout
+    assert "[INFO] DISTRIBUTED" not in proc.stdout  # the cluster's chatter stays in worker logs
     assert (log_dir / "train.log").is_file() and (log_dir / "train_rank1.log").is_file()
     assert "rank 1 of 2" in (log_dir / "train_rank1.log").read_text()
-    ckpts = sorted(p.name for p in ckpt_dir.iterdir())
+    ckpts = sorted(p.name for p in ckpt_dir.glob("DeepSpeech*"))
     # 10 utterances / 2 per batch = 5 -> 6 batches, 3 each; the validated epoch is the best
     assert ckpts == ["DeepSpeech-1_3.ckpt", "DeepSpeech-best.ckpt", "DeepSpeech-best.json"]
     return tmp_path, overrides, ms.load_checkpoint(str(ckpt_dir / "DeepSpeech-1_3.ckpt"))
 
 
 def test_two_workers_equal_single_process_on_both_shards(ms_context, single_node):
-    ms = ms_context
+    tmp_path, overrides, distributed = single_node
+    net = one_process(ms_context, tmp_path, overrides)
+    for p in net.trainable_params():
+        np.testing.assert_allclose(distributed[p.name].asnumpy(), p.asnumpy(), rtol=1e-4,
+                                   atol=1e-5, err_msg=p.name)
+
+
+def one_process(ms, tmp_path, overrides):
+    """The network after the run's steps in one process: per step, the mean of the two shards'
+    gradients, then clip and Adam."""
     from mindspore import ops
 
     from src.checkpoints import load_weights
@@ -70,28 +80,52 @@ def test_two_workers_equal_single_process_on_both_shards(ms_context, single_node
     from src.text import make_encoder
     from src.train_step import build_optimizer
 
-    tmp_path, overrides, distributed = single_node
     cfg = load_config(overrides)
-    # the same steps in one process: mean of the two shards' gradients, then clip and Adam
     encoder = make_encoder(cfg)
-    utts, _ = load_utterances(cfg.data.train_manifest, cfg, encoder,
+    utts, _ = load_utterances(cfg.data.train_manifest, cfg.features, encoder,
                               max_duration=cfg.data.max_duration)
     shards = [training_source(utts, cfg, rank=r, group_size=2) for r in range(2)]
     net = build_network(cfg)
     load_weights(net, ms.load_checkpoint(str(tmp_path / "init.ckpt")))
-    lr = get_lr(cfg.train.learning_rate * 2, 1, shards[0].steps_per_epoch,
-                cfg.train.warmup_steps, cfg.train.hold_epochs, cfg.train.lr_anneal)
+    epochs, spe = cfg.train.epochs, shards[0].steps_per_epoch
+    lr = get_lr(cfg.train.learning_rate * 2, epochs, spe, cfg.train.warmup_steps,
+                cfg.train.hold_epochs, cfg.train.lr_anneal)
     optimizer = build_optimizer(net, cfg, lr)
     loss_net = CTCLossCell(net, encoder.blank_id)
     loss_net.set_train(True)
     grad_fn = ms.grad(loss_net, grad_position=None, weights=optimizer.parameters)
-    for step in range(shards[0].steps_per_epoch):
+    for step in range(epochs * spe):
         grads = [grad_fn(*map(ms.Tensor, shard[step])) for shard in shards]
         mean = tuple((a + b) / 2 for a, b in zip(*grads))
         optimizer(ops.clip_by_global_norm(mean, cfg.train.max_grad_norm))
+    return net
+
+
+def test_two_epochs_with_validation_train_and_validate_as_one_process(ms_context, single_node):
+    """Validating between epochs leaves the network in training mode: epoch 2 (new batch shapes,
+    new train-step graphs) trains as one process does, the ranks' gradient all-reduces stay in
+    the same order (a network left in eval mode gave graphs with another order: "RunRingAllReduce]
+    Memcpy error" in epoch 2), and epoch 2's WER/CER equals eval.py's on the whole manifest."""
+    ms = ms_context
+    tmp_path, overrides, _ = single_node
+    overrides = [*overrides, "--epochs=2"]
+    ckpt_dir, log_dir = tmp_path / "ckpt_2ep", tmp_path / "log_2ep"
+    proc = run(["bash", "scripts/run_distribute_train_cpu.sh", "2", str(tmp_path / "init.ckpt"),
+                *overrides, f"--checkpoint_dir={ckpt_dir}", f"--log_dir={log_dir}"],
+               env=dict(os.environ, LOG_DIR=str(tmp_path / "launcher_logs_2ep")), timeout=600)
+    assert "exit status 0" in proc.stdout
+    distributed = ms.load_checkpoint(str(ckpt_dir / "DeepSpeech-2_3.ckpt"))
+    net = one_process(ms, tmp_path, overrides)
     for p in net.trainable_params():
         np.testing.assert_allclose(distributed[p.name].asnumpy(), p.asnumpy(), rtol=1e-4,
                                    atol=1e-5, err_msg=p.name)
+    val = [r for r in map(json.loads, (log_dir / "metrics.jsonl").open()) if "val_wer" in r]
+    assert [r["epoch"] for r in val] == [1, 2]
+    run([sys.executable, f"{REPO}/eval.py", f"--checkpoint={ckpt_dir}/DeepSpeech-2_3.ckpt",
+         f"--manifests={tmp_path}/val.csv", f"--output_dir={tmp_path}/eval_2ep"])
+    whole = json.loads((tmp_path / "eval_2ep" / "summary.json").read_text())["results"]["val"]
+    assert whole["utterances"] == 7
+    assert (val[1]["val_wer"], val[1]["val_cer"]) == (whole["wer"], whole["cer"])
 
 
 def test_two_nodes_of_one_worker_equal_one_node_of_two(ms_context, single_node):
@@ -110,7 +144,7 @@ def test_two_nodes_of_one_worker_equal_one_node_of_two(ms_context, single_node):
         assert node.returncode == 0 and "exit status 0" in out, (rank, out[-3000:])
         assert f"log: {tmp_path}/launcher_logs_nodes/run_distribute_train_cpu_node{rank}.log" in out
     assert "rank 1 of 2" in (log_dir / "train_rank1.log").read_text()
-    assert sorted(p.name for p in ckpt_dir.iterdir()) == [
+    assert sorted(p.name for p in ckpt_dir.glob("DeepSpeech*")) == [
         "DeepSpeech-1_3.ckpt", "DeepSpeech-best.ckpt", "DeepSpeech-best.json"]
     import mindspore as ms
     two_nodes = ms.load_checkpoint(str(ckpt_dir / "DeepSpeech-1_3.ckpt"))

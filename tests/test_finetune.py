@@ -73,7 +73,7 @@ def test_early_stop_keeps_the_best_checkpoint_and_a_resume_keeps_counting(sample
               "--num_parallel_workers=1"]
     proc = run([*common, "--epochs=6", "--early_stop_patience=1"], cwd=tmp_path)
     assert "early stop: val_cer has not improved for 1 epochs" in proc.stderr
-    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "ck").glob("DeepSpeech*")) == [
         "DeepSpeech-2_2.ckpt", "DeepSpeech-best.ckpt", "DeepSpeech-best.json"]
     record = json.loads((tmp_path / "ck" / "DeepSpeech-best.json").read_text())
     assert (record["epoch"], record["step"], record["metric"]) == (1, 2, "val_cer")
@@ -210,3 +210,37 @@ def test_accumulated_micro_batches_equal_one_big_batch(ms_context):
             np.testing.assert_allclose(b.asnumpy(), a.asnumpy(), rtol=1e-3, atol=atol,
                                        err_msg=a.name)
     assert int(accumulated.optimizer.global_step.asnumpy().reshape(-1)[0]) == 1  # one step
+
+
+def test_averaging_finds_the_runs_metrics_and_refuses_bad_requests(ms_context, tmp_path):
+    import json
+    import sys
+
+    from conftest import REPO, run
+    from src.config import load_config
+    from src.deepspeech2 import build_network
+    from src.run_folder import RunFolder
+    ms = ms_context
+    ck, log = tmp_path / "ck", tmp_path / "log"
+    folder = RunFolder.claim(str(ck), str(log), continuing=False)
+    net = build_network(load_config(["--hidden_size=8", "--num_layers=1"]))
+    for epoch in (1, 2, 3):
+        ms.save_checkpoint(net, str(ck / f"DeepSpeech-{epoch}_5.ckpt"))
+        folder.add(str(ck / f"DeepSpeech-{epoch}_5.ckpt"))
+    (log / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"step": 5, "epoch": 1, "val_wer": 90.0, "val_cer": 40.0},
+        {"step": 10, "epoch": 2, "val_wer": 95.0, "val_cer": 60.0},
+        {"step": 15, "epoch": 3, "val_wer": 80.0, "val_cer": 30.0}]) + '{"step": 20, "ep')
+    del folder
+    tool = [sys.executable, f"{REPO}/average_checkpoints.py"]
+    done = run([*tool, "--checkpoint_dir=ck", "--best=2"], cwd=tmp_path)  # metrics from run.json
+    assert "DeepSpeech-1_5.ckpt" in done.stdout and "DeepSpeech-3_5.ckpt" in done.stdout
+    assert "DeepSpeech-2_5.ckpt" not in done.stdout
+    for args, said in ((["--checkpoint_dir=ck", "--last=-1"], "must be a whole number >= 1"),
+                       (["--checkpoint_dir=missing", "--last=2"], "checkpoint folder not found"),
+                       (["ck/DeepSpeech-1_5.ckpt", "ck/DeepSpeech-2_5.ckpt", "--out",
+                         "ck/DeepSpeech-2_5.ckpt"], "is one of the checkpoints being averaged")):
+        before = (ck / "DeepSpeech-2_5.ckpt").read_bytes()
+        bad = run([*tool, *args], ok=False, cwd=tmp_path)
+        assert bad.returncode != 0 and said in bad.stderr and "Traceback" not in bad.stderr, args
+        assert (ck / "DeepSpeech-2_5.ckpt").read_bytes() == before

@@ -1,5 +1,5 @@
 """The one inference path: batched, padded recognition equals each file run alone; failures are
-per file; the caller's network keeps its train/eval mode."""
+per file; the caller's network keeps its train/eval mode; decodes in flight come back in order."""
 import numpy as np
 
 from test_end_to_end import head
@@ -57,3 +57,41 @@ def test_an_empty_shard_yields_nothing(ms_context):
     from src.config import load_config
     from src.inference import feature_batches
     assert list(feature_batches([], [], load_config([]), 4)) == []
+
+
+def test_pending_decodes_come_back_in_order_within_the_window():
+    from concurrent.futures import Future
+
+    from src.inference import in_order
+    futures = [Future() for _ in range(6)]
+    pulled = []
+
+    def tasks():  # 1 and 2 finish at once, 3 has nothing to wait for, the others never
+        for i, future in enumerate(futures):
+            pulled.append(i)
+            if i in (1, 2):
+                future.set_result(i)
+            yield i, None if i == 3 else [future]
+
+    got = [(tag, len(pulled)) for tag, _ in in_order(tasks(), window=2)]
+    # 0 waits until 3 tasks are held (more than the window), then 1 and 2, finished, follow;
+    # 3 at once; 4 and 5 when the tasks end; never out of order
+    assert got == [(0, 3), (1, 3), (2, 3), (3, 4), (4, 6), (5, 6)]
+
+
+def test_eval_mode_puts_back_every_inner_cells_own_mode(ms_context):
+    """Validation runs a wrapper never set to train around the network being trained: the
+    network and its BatchNorm/LSTM cells must come back in training mode, each with its phase
+    (otherwise later train-step graphs compile in eval mode)."""
+    from src.config import load_config
+    from src.deepspeech2 import InferenceNet, build_network
+    from src.inference import eval_mode
+    net = build_network(load_config(["--hidden_size=8", "--num_layers=1"]))
+    net.set_train(True)
+    wrapper = InferenceNet(net)  # as training.py builds it: its own flag says eval
+    before = {name: (cell.training, cell.phase) for name, cell in net.cells_and_names()}
+    assert before[""] == (True, "train") and before["conv.bn1"][0] is True
+    with eval_mode(wrapper):
+        assert not any(cell.training for _, cell in net.cells_and_names())
+    assert {name: (cell.training, cell.phase) for name, cell in net.cells_and_names()} == before
+    assert not wrapper.training

@@ -205,3 +205,70 @@ def test_a_batch_of_one_runs_the_inference_kernel_with_the_same_values(ms_contex
                                atol=1e-6)
     marked.set_train(True)
     np.testing.assert_allclose(marked(one, len1).asnumpy(), want, atol=1e-6)
+
+
+# ---------------------------------------------------------------- streaming options
+def test_lookahead_convolution_matches_numpy(ms_context):
+    """out[t, b, h] = sum_j W[j, h] x[t + j, b, h], zeros from each utterance's length on."""
+    ms = ms_context
+    from src.deepspeech2 import Lookahead
+    rng = np.random.default_rng(4)
+    cell = Lookahead(5, 3)
+    np.testing.assert_array_equal(cell.weight.asnumpy(), np.eye(4, 5)[:, :1].repeat(5, 1))
+    weight = rng.standard_normal((4, 5)).astype(np.float32)
+    cell.weight.set_data(ms.Tensor(weight))
+    x = rng.standard_normal((9, 3, 5)).astype(np.float32)  # (T, B, H)
+    lengths = np.array([9, 6, 1], np.int32)
+    want = np.zeros_like(x)
+    for b, n in enumerate(lengths):
+        for t in range(n):
+            want[t, b] = sum(weight[j] * x[t + j, b] for j in range(4) if t + j < n)
+    got = cell(ms.Tensor(x), ms.Tensor(lengths)).asnumpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_streaming_options_add_only_their_parameters(ms_context):
+    """lookahead 0 and per-utterance normalisation (the defaults): exactly the zoo's names;
+    lookahead L and global normalisation add lookahead.weight (L + 1, H) and norm.mean/std (F,)
+    (not trained)."""
+    from src.config import load_config
+    from src.deepspeech2 import build_network
+    small = ["--hidden_size=8", "--num_layers=2"]
+    plain = build_network(load_config(small))
+    assert {p.name: tuple(p.shape) for p in plain.get_parameters()} == zoo_shapes(8, 2)
+    net = build_network(load_config([*small, "--lookahead=3", "--normalize=global"]))
+    extra = {p.name: tuple(p.shape) for p in net.get_parameters()}
+    for name in zoo_shapes(8, 2):
+        del extra[name]
+    assert extra == {"lookahead.weight": (4, 8), "norm.mean": (161,), "norm.std": (161,)}
+    trained = {p.name for p in net.trainable_params()}
+    assert "lookahead.weight" in trained and not {"norm.mean", "norm.std"} & trained
+
+
+def test_checkpoints_keep_the_lookahead_and_the_global_statistics(ms_context, tmp_path):
+    """Eval/transcribe rebuild the lookahead from any checkpoint; the statistics come back with
+    the weights; the recorded normalisation is checked, and a record without it still loads."""
+    import json
+
+    from src.checkpoints import FEATURES_KEY, CheckpointError, network_from_checkpoint, save_network
+    from src.config import load_config
+    from src.deepspeech2 import build_network
+    cfg = load_config(["--hidden_size=8", "--num_layers=1", "--bidirectional=false",
+                       "--lookahead=3", "--normalize=global"])
+    net = build_network(cfg)
+    mean, std = np.linspace(0, 1, 161), np.linspace(1, 2, 161)
+    net.norm.set_stats(mean, std)
+    save_network(net, str(tmp_path / "stream.ckpt"), cfg.features)
+    messages = []
+    loaded = network_from_checkpoint(load_config(["--normalize=global"]),
+                                     str(tmp_path / "stream.ckpt"), log=messages.append)
+    assert "bidirectional=False, lookahead=3" in messages[0]
+    np.testing.assert_allclose(loaded.norm.mean.asnumpy(), mean, rtol=1e-6)
+    np.testing.assert_allclose(loaded.norm.std.asnumpy(), std, rtol=1e-6)
+    with pytest.raises(CheckpointError, match="--features.normalize=global"):
+        network_from_checkpoint(load_config([]), str(tmp_path / "stream.ckpt"))
+    old = {k: cfg.features[k] for k in ("sample_rate", "window_size", "window_stride", "window")}
+    plain = load_config(["--hidden_size=8", "--num_layers=1"])
+    save_network(build_network(plain), str(tmp_path / "old.ckpt"),
+                 extra={FEATURES_KEY: json.dumps(old)})
+    network_from_checkpoint(plain, str(tmp_path / "old.ckpt"), log=messages.append)

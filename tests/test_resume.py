@@ -82,9 +82,9 @@ import numpy as np
 cfg = load_config(["--hidden_size=1024", "--num_layers=5"])
 net = build_network(cfg)
 step = build_train_step(net, build_optimizer(net, cfg, np.full(10, 1e-4, np.float32)), cfg, 28)
-save_checkpoint(step, net, {ckpt!r}, 1, 1, 1, 0, False)
+save_checkpoint(step, net, {ckpt!r}, 1, 1, 1, False)
 print("first saved", flush=True)
-save_checkpoint(step, net, {ckpt!r}, 1, 2, 2, 0, False)
+save_checkpoint(step, net, {ckpt!r}, 1, 2, 2, False)
 """
 
 
@@ -155,7 +155,7 @@ def test_a_cpu_checkpoint_resumes_into_the_loss_scaled_step_with_fresh_scale_sta
 
     cfg, net, step = tiny_step()  # CPU default: unscaled
     step(*tiny_batch(ms))
-    path = save_checkpoint(step, net, str(tmp_path), 1, 1, 1, 0, False)
+    path = save_checkpoint(step, net, str(tmp_path), 1, 1, 1, False)
     _, net2, scaled = tiny_step(["--loss_scale=dynamic"])  # what GPU/Ascend build by default
     said = []
     assert restore(scaled, path, said.append) == 1
@@ -168,5 +168,5 @@ def test_a_cpu_checkpoint_resumes_into_the_loss_scaled_step_with_fresh_scale_sta
     assert moments and all(np.array_equal(p.asnumpy(), saved[p.name].asnumpy()) for p in moments)
     # and a scaled step's own checkpoint keeps its scale state
     scaled(*tiny_batch(ms))
-    again = save_checkpoint(scaled, net2, str(tmp_path / "scaled"), 1, 2, 2, 0, False)
+    again = save_checkpoint(scaled, net2, str(tmp_path / "scaled"), 1, 2, 2, False)
     assert {"loss_scale", "loss_scale_counter"} <= set(ms.load_checkpoint(again))

@@ -16,6 +16,16 @@ def script(name, *args, cwd=None, env=None):
                           capture_output=True, text=True, env=env, timeout=120)
 
 
+def launcher_python(env=None, repo=REPO):
+    """The interpreter the scripts choose (scripts/common.sh) in this environment."""
+    proc = subprocess.run(["bash", "-c", f"source {repo}/scripts/common.sh; echo \"$PYTHON\""],
+                          capture_output=True, text=True, env=env, check=True)
+    return proc.stdout.strip()
+
+
+PY = launcher_python()
+
+
 def dry(name, *args, **kw):
     proc = script(name, *args, "--dry_run", **kw)
     assert proc.returncode == 0, proc.stderr
@@ -24,11 +34,20 @@ def dry(name, *args, **kw):
     return shlex.split(line[len("dry run: "):])
 
 
-def test_every_script_prints_usage_on_help():
+def test_every_script_prints_usage_on_help_and_exits_0():
     for name in sorted(os.listdir(os.path.join(REPO, "scripts"))):
-        if name.startswith("run_") and name != "run_tests.sh":
+        if name.endswith(".sh") and name != "common.sh":
             proc = script(name, "--help")
-            assert proc.returncode == 2 and "usage" in (proc.stdout + proc.stderr).lower(), name
+            assert proc.returncode == 0 and "usage" in proc.stdout.lower(), (name, proc.stderr)
+            assert proc.stderr == "", name
+
+
+def test_a_usage_error_exits_2_on_stderr():
+    for name, args in [("run_eval_cpu.sh", ()), ("run_export.sh", ()),
+                       ("run_transcribe.sh", ("model.ckpt",)), ("launch.sh", ("train",)),
+                       ("run_data_prep.sh", ())]:
+        proc = script(name, *args)
+        assert proc.returncode == 2 and "usage" in proc.stderr.lower(), (name, proc.stdout)
 
 
 @pytest.mark.parametrize("device", ["gpu", "ascend"])
@@ -37,10 +56,10 @@ def test_standalone_and_eval_dry_runs(device, tmp_path):
     ckpt.write_bytes(b"x")
     words = dry(f"run_standalone_train_{device}.sh", str(ckpt), "--device_id", "3", "--epochs=2")
     target = {"gpu": "GPU", "ascend": "Ascend"}[device]
-    assert words == ["python3", f"{REPO}/train.py", "--device_target", target,
+    assert words == [PY, f"{REPO}/train.py", "--device_target", target,
                      f"--pre_trained_model_path={ckpt}", "--device_id=3", "--epochs=2"]
     words = dry(f"run_eval_{device}.sh", str(ckpt), "--manifests=a.csv")
-    assert words == ["python3", f"{REPO}/eval.py", "--device_target", target,
+    assert words == [PY, f"{REPO}/eval.py", "--device_target", target,
                      f"--checkpoint={ckpt}", "--device_id=0", "--manifests=a.csv"]
 
 
@@ -48,7 +67,7 @@ def test_distributed_dry_runs(tmp_path):
     words = dry("run_distribute_train_gpu.sh", "4", "--first_device", "2", "--master_port",
                 "29555", "--batch_size=16")
     assert words[:2] == ["env", "CUDA_VISIBLE_DEVICES=2,3,4,5"]
-    assert words[2:9] == ["python3", f"{REPO}/scripts/msrun_node.py", "--worker_num=4",
+    assert words[2:9] == [PY, f"{REPO}/scripts/msrun_node.py", "--worker_num=4",
                           "--local_worker_num=4", "--master_addr=127.0.0.1", "--master_port=29555",
                           f"--log_dir={REPO}/outputs/logs/run_distribute_train_gpu_workers"]
     assert words[10:] == [f"{REPO}/train.py", "--device_target", "GPU", "--distribute=true",
@@ -72,7 +91,7 @@ def test_distributed_dry_runs(tmp_path):
 def test_multi_node_dry_run_names_the_node():
     words = dry("run_distribute_train_gpu.sh", "4", "--num_nodes", "2", "--node_rank", "1",
                 "--master_addr", "10.0.0.1", "--master_port", "29555")
-    assert words[2:10] == ["python3", f"{REPO}/scripts/msrun_node.py", "--worker_num=8",
+    assert words[2:10] == [PY, f"{REPO}/scripts/msrun_node.py", "--worker_num=8",
                            "--local_worker_num=4", "--master_addr=10.0.0.1", "--master_port=29555",
                            f"--log_dir={REPO}/outputs/logs/run_distribute_train_gpu_workers_node1",
                            "--join=True"]
@@ -86,7 +105,7 @@ def test_scripts_run_python_in_the_callers_directory(tmp_path):
     words = dry("run_eval_cpu.sh", "c.ckpt", "--manifests=m.csv", cwd=tmp_path)
     # the positional checkpoint and every --key=value path mean what they mean in the caller's
     # directory: python runs there (no cd), the entry point is named by its full path
-    assert words[:2] == ["python3", f"{REPO}/eval.py"]
+    assert words[:2] == [PY, f"{REPO}/eval.py"]
     assert f"--checkpoint={tmp_path}/c.ckpt" in words and "--manifests=m.csv" in words
 
 
@@ -161,3 +180,61 @@ def test_the_quick_start_takes_the_last_epoch_checkpoint_not_best_avg_or_weights
           f"echo \"[$(newest_checkpoint {tmp_path}/none)]\""
     out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, check=True).stdout
     assert out.splitlines() == [f"{tmp_path}/DeepSpeech-10_83.ckpt", "[]"]
+
+
+def test_python_tools_print_help_and_exit_0(tmp_path):
+    """From another folder: download.py is runnable on its own; train.py lists the config."""
+    import sys
+    for tool in ("data_prep/download.py", "train.py", "eval.py", "average_checkpoints.py"):
+        proc = subprocess.run([sys.executable, os.path.join(REPO, tool), "--help"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and "usage" in proc.stdout.lower(), (tool, proc.stderr)
+    keys = subprocess.run([sys.executable, os.path.join(REPO, "train.py"), "--help"],
+                          capture_output=True, text=True, timeout=120).stdout
+    for line in ("train:", "  accumulate_steps: 1", "decode:", "augment:", "  speed_perturb:"):
+        assert any(k.startswith(line) for k in keys.splitlines()), line
+
+
+def test_download_tool_fetches_a_local_file_url(tmp_path):
+    import sys
+    (tmp_path / "src.bin").write_bytes(b"abc" * 1000)
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "data_prep/download.py"),
+                           (tmp_path / "src.bin").as_uri(), "out/copy.bin"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out/copy.bin").read_bytes() == b"abc" * 1000
+
+
+def test_install_makes_and_uses_a_venv_where_the_system_python_refuses_pip(tmp_path):
+    """A Debian/Ubuntu system Python (PEP 668) answers 'pip install' with
+    externally-managed-environment: install.sh must create .venv and install into it."""
+    import shutil
+    import sys
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    for name in ("common.sh", "install.sh"):
+        shutil.copy(os.path.join(REPO, "scripts", name), repo / "scripts" / name)
+    (repo / "requirements.txt").write_text("# nothing to fetch in this test\n")
+    stubs, log = tmp_path / "bin", tmp_path / "calls.log"
+    stubs.mkdir()
+    base = getattr(sys, "_base_executable", sys.executable)
+    (stubs / "python3").write_text(
+        f'#!/bin/sh\necho "$@" >> {log}\n'
+        'if [ "$1" = -m ] && [ "$2" = pip ]; then\n'
+        '  echo "error: externally-managed-environment" >&2; exit 1\nfi\n'
+        f'exec {base} "$@"\n')
+    for other in ("python3.12", "python3.11", "python3.10"):  # none of these on this machine
+        (stubs / other).write_text("#!/bin/sh\nexit 127\n")
+    for stub in stubs.iterdir():
+        stub.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "VIRTUAL_ENV")}
+    env["PATH"] = f"{stubs}:/usr/bin:/bin"
+    proc = subprocess.run(["bash", str(repo / "scripts/install.sh")], capture_output=True,
+                          text=True, env=env, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"installed into {repo}/.venv" in proc.stdout
+    assert "-m venv" in log.read_text() and "-m pip" not in log.read_text()
+    assert launcher_python(env, repo) == f"{repo}/.venv/bin/python"
+    again = subprocess.run(["bash", str(repo / "scripts/install.sh")], capture_output=True,
+                           text=True, env=env, timeout=300)
+    assert again.returncode == 0 and "creating" not in again.stdout  # reused, not made anew
