@@ -35,7 +35,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from src.cli import check_output_dir, main  # noqa: E402  (after the path fix above)
 from src.errors import UserError  # noqa: E402
 
-VERIFY_TOLERANCE = 1e-4  # max absolute difference of log-probabilities
+# --verify's bound on the max |log-prob difference| from the checkpoint network, by format. A
+# MindIR runs MindSpore's own kernels (measured: <= 1e-5 streamed). onnxruntime's differ from
+# MindSpore's CPU kernels by up to 1.5e-4 on the trained quick-start streaming model, offline
+# and streamed alike, MindSpore's being the less exact: its conv1 + bn1 + tanh was 1.0e-4 off a
+# float64 computation, onnxruntime's 7.5e-6.
+VERIFY_TOLERANCE = {"MINDIR": 1e-4, "ONNX": 1e-3}
 CALIBRATION_STEPS = 300  # chunk steps whose inputs calibrate the int8 convolutions (at most ~)
 
 
@@ -261,9 +266,9 @@ def verify_streaming(files, fmt, network, cfg):
                             f"{want.shape}")
         results.append((float(np.abs(got - want).max()), got.argmax(axis=1) == want.argmax(axis=1)))
     diff = results[0][0]
-    status = "OK" if diff <= VERIFY_TOLERANCE else "FAILED"
+    status = "OK" if diff <= VERIFY_TOLERANCE[fmt] else "FAILED"
     print(f"verify {status}: max |log-prob difference| = {diff:.2e} on {audio} streamed chunk "
-          f"by chunk against the checkpoint's offline pass (tolerance {VERIFY_TOLERANCE:g})")
+          f"by chunk against the checkpoint's offline pass (tolerance {VERIFY_TOLERANCE[fmt]:g})")
     if len(results) > 1:
         diff, same = results[1]
         print(f"int8 ({os.path.basename(files[1])}): max |log-prob difference| = {diff:.2e} "
@@ -328,9 +333,9 @@ def run(cfg):
     print(f"exported: {path} ({os.path.getsize(path) / 2**20:.1f} MiB)")
     if cfg.export.verify:
         audio, diff = verify(path, fmt, net, cfg)
-        status = "OK" if diff <= VERIFY_TOLERANCE else "FAILED"
+        status = "OK" if diff <= VERIFY_TOLERANCE[fmt] else "FAILED"
         print(f"verify {status}: max |log-prob difference| = {diff:.2e} on {audio} "
-              f"(tolerance {VERIFY_TOLERANCE:g})")
+              f"(tolerance {VERIFY_TOLERANCE[fmt]:g})")
         return 0 if status == "OK" else 1
     return 0
 

@@ -57,10 +57,19 @@ SUBTITLES = ("srt", "vtt")
 
 
 def load_network(cfg):
-    """The inference network of --checkpoint, or the MindIR of --mindir, as a callable Cell."""
+    """The inference network of --checkpoint, or the MindIR of --mindir, as a callable Cell; for
+    --onnx (streaming only) the chunk step of that streaming export, run by onnxruntime
+    (src.streaming_onnx.OnnxStep, which StreamingTranscriber takes in place of a network)."""
     t = cfg.transcribe
-    if bool(t.checkpoint) == bool(t.mindir):
-        raise UserError("give exactly one of --checkpoint CKPT or --mindir FILE.mindir")
+    if sum(bool(given) for given in (t.checkpoint, t.mindir, t.onnx)) != 1:
+        raise UserError("give exactly one of --checkpoint CKPT, --mindir FILE.mindir or --onnx "
+                        "FILE.onnx (a streaming export, with --stream)")
+    if t.onnx:
+        if not (t.stream or t.microphone):
+            raise UserError("--onnx runs a streaming export (export.py --export.streaming=true): "
+                            "add --stream")
+        from src.streaming_onnx import OnnxStep
+        return OnnxStep(t.onnx)
     if t.checkpoint:
         from src.checkpoints import network_from_checkpoint
         from src.deepspeech2 import InferenceNet
@@ -204,7 +213,8 @@ def check_stream_options(t, audio):
         raise UserError("no audio given: python transcribe.py --checkpoint CKPT --stream "
                         "AUDIO... (or --microphone)")
     if t.mindir:
-        raise UserError("streaming runs a checkpoint (--checkpoint CKPT), not a MindIR")
+        raise UserError("streaming runs a checkpoint (--checkpoint CKPT) or a streaming ONNX "
+                        "export (--onnx FILE.onnx), not an offline MindIR")
     if t.format not in ("text", "json"):
         raise UserError(f"--format={t.format}: streaming writes text or json (subtitles: "
                         "without --stream)")
@@ -471,10 +481,11 @@ def run_stream(cfg, audio):
         if not paths:
             raise UserError(f"no audio file found in {', '.join(audio)}")
     writer = EventWriter(t, paths)
-    from src.context import setup_context
     from src.streaming import StreamingTranscriber, chunk_frames
     chunk_frames(cfg)  # stream.chunk_ms: whole output frames, before the model loads
-    setup_context(cfg)
+    if not t.onnx:  # an ONNX export runs on onnxruntime alone: MindSpore is never imported
+        from src.context import setup_context
+        setup_context(cfg)
     engine = StreamingTranscriber(load_network(cfg), cfg)  # refuses a model that cannot stream
     try:
         with CtrlC() as stop, writer:

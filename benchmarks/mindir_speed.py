@@ -14,7 +14,6 @@ seconds (>= 0.9: the MindIR is at most ~10 % slower), the texts' agreement and t
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -23,15 +22,9 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from src.env import cpu_name  # noqa: E402  (after the path fix above)
+
 SAMPLE_TEST = os.path.join(REPO, "data", "sample", "libri_test_clean_manifest.csv")
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def random_checkpoint(path, size):

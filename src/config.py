@@ -33,7 +33,7 @@ PATH_KEYS = ("labels_path", "data.train_manifest", "data.val_manifest",
              "train.pre_trained_model_path", "train.checkpoint_dir", "train.resume",
              "train.log_dir", "eval.checkpoint", "eval.manifests", "eval.output_dir",
              "export.checkpoint", "export.file_name", "export.verify_audio",
-             "transcribe.checkpoint", "transcribe.mindir", "transcribe.output",
+             "transcribe.checkpoint", "transcribe.mindir", "transcribe.onnx", "transcribe.output",
              "decode.lm_path", "augment.noise_dir", "tune_lm.checkpoint", "tune_lm.manifest",
              "tune_lm.output_dir")
 

@@ -56,3 +56,13 @@ def openblas_coretype(cpuinfo="/proc/cpuinfo"):
     if {"avx2", "fma"} <= set(flags):
         return "Haswell"
     return None
+
+
+def cpu_name(cpuinfo="/proc/cpuinfo"):
+    """The CPU's model name, quoted with every benchmark figure."""
+    try:
+        with open(cpuinfo, encoding="utf-8") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        import platform
+        return platform.processor() or "unknown"

@@ -301,6 +301,9 @@ class StreamingRecognizer:
         if samples.dtype == np.int16:
             return to_mono(samples)
         if samples.dtype.kind == "f":
+            if not np.isfinite(samples).all():  # one NaN would poison every later state
+                raise UserError("audio samples hold NaN or infinite values: the stream is "
+                                "refused (nothing of this piece was used)")
             return samples.astype(np.float32).mean(axis=1)
         raise UserError(f"audio samples must be int16 PCM (bytes or array) or float, "
                         f"not {samples.dtype}")

@@ -37,9 +37,9 @@ from src.features import (
     stft_params,
     to_mono,
 )
-from src.inference import eval_mode, in_order, log_probs, pad_batch
 from src.manifest import read_manifest
 from src.text import load_labels
+from src.word_times import timed_words
 
 # File extensions of each libsndfile format (sf.available_formats() names formats, not
 # extensions: "AIFF" files are .aif, "NIST" ones .sph). RAW is headerless: not taken from
@@ -164,33 +164,6 @@ def _between(chunk, low, high):
     return [w for w in chunk.words if low <= chunk.first + w[1] < high]
 
 
-def word_confidence(probs, start, end, blank, space):
-    """Mean probability of the characters the best path emits in frames [start, end) of one
-    utterance's log-probabilities (T', C) (repeats of the previous frame's label are not new
-    emissions); without any there (a word only a beam found), the mean best non-blank
-    probability over the span."""
-    best = probs.argmax(axis=1)  # (T',)
-    frames = [t for t in range(start, end) if best[t] not in (blank, space)
-              and (t == 0 or best[t] != best[t - 1])]
-    if frames:
-        return float(np.exp(probs[frames, best[frames]]).mean())
-    span = np.delete(probs[start:max(end, start + 1)], blank, axis=1)  # (frames, C - 1)
-    return float(np.exp(span.max(axis=1)).mean())
-
-
-def timed_words(words, probs, labels, frame_seconds, offset=0.0, duration=math.inf):
-    """[{"word", "start", "end", "confidence"}] of decoded words [(word, start frame, end
-    frame)] of one utterance's log-probabilities (T', C): times in seconds (offset + frames x
-    frame_seconds, end after the word's last character frame), at most `duration` (the last
-    output frame can reach past the end of the audio)."""
-    blank, space = len(labels) - 1, labels.index(" ")
-    return [{"word": word,
-             "start": round(min(offset + start * frame_seconds, duration), 3),
-             "end": round(min(offset + end * frame_seconds, duration), 3),
-             "confidence": round(word_confidence(probs, start, end, blank, space), 4)}
-            for word, start, end in words]
-
-
 def cues(words):
     """Subtitle cues [(start, end, text)] of timed words: runs of consecutive words, a cue ending
     at a pause of CUE_PAUSE or more, or before it would last more than CUE_SECONDS or hold
@@ -223,6 +196,13 @@ def subtitles(words, fmt):
     return "\n".join(["WEBVTT\n", *blocks])
 
 
+def _inference():
+    """src.inference on first use: it loads MindSpore, which the ONNX streaming path (it takes
+    audio_inputs from here) must not."""
+    import src.inference
+    return src.inference
+
+
 class Transcriber:
     """Transcription of recordings with an inference network (checkpoint or MindIR) and the
     configured decoder (decode.*), which runs in decode.workers processes beside the network
@@ -249,7 +229,7 @@ class Transcriber:
         if samples == 0:
             raise AudioError(f"audio file {path} is empty")
         t = self.cfg.transcribe
-        with eval_mode(self.net):
+        with _inference().eval_mode(self.net):
             chunks = read_chunks(path, self.cfg.features.sample_rate, t.chunk_seconds,
                                  self.frame_seconds)
             words = [w for chunk, kept in merged(self._decoded(chunks))
@@ -263,7 +243,7 @@ class Transcriber:
         at most two batches of chunks waiting for it."""
         tasks = ((output, [self._submit(output[1])]) for output in self._outputs(chunks))
         window = 2 * self.cfg.transcribe.chunks_per_batch
-        for (offset, probs), (future,) in in_order(tasks, window):
+        for (offset, probs), (future,) in _inference().in_order(tasks, window):
             t0 = time.perf_counter()
             words = future.result().words
             self.seconds["decoding"] += time.perf_counter() - t0
@@ -303,9 +283,10 @@ class Transcriber:
         t0 = time.perf_counter()
         specs = [features_of(w, self.cfg.features) for _, w in chunks]
         longest = max(s.shape[1] for s in specs)
-        x, lengths = pad_batch(specs, -(-longest // PAD_FRAMES) * PAD_FRAMES)  # (B, 1, F, T)
+        # (B, 1, F, T), (B,)
+        x, lengths = _inference().pad_batch(specs, -(-longest // PAD_FRAMES) * PAD_FRAMES)
         t1 = time.perf_counter()
-        probs, out_lengths = log_probs(self.net, x, lengths)  # (T', B, C), (B,)
+        probs, out_lengths = _inference().log_probs(self.net, x, lengths)  # (T', B, C), (B,)
         self.seconds["audio+features"] += t1 - t0
         self.seconds["network"] += time.perf_counter() - t1
         return [(offset, probs[:int(out_lengths[b]), b]) for b, (offset, _) in enumerate(chunks)]

@@ -148,3 +148,16 @@ def test_mindir_benchmark_times_both_models_on_the_same_files(sample_data):
     assert out["checkpoint_s"] == float(np.median(out["seconds"]["checkpoint"]))
     assert abs(out["ratio"] - out["checkpoint_s"] / out["mindir_s"]) < 1e-3
     assert out["same_texts"] is True  # one network, two routes: the same words
+
+
+def test_streaming_latency_benchmark_reports_its_fields_consistently(sample_data):
+    proc = run([sys.executable, "benchmarks/streaming_latency.py", "--sizes", "16x1",
+                "--backends", "mindspore", "--seconds", "2", "--max_streams", "1",
+                "--stream_seconds", "1", "--chunk_ms", "160",
+                f"--manifest={sample_data / 'libri_test_clean_manifest.csv'}"])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (out["size"], out["backend"], out["chunk_ms"]) == ("16x1", "mindspore", 160)
+    # 10 ms (half a window) + 150 ms (convolutions) + 2 x 20 ms (lookahead) + 140 ms (chunk)
+    assert out["algorithmic_latency_ms"] == 340
+    assert 0 < out["step_ms"]["median"] <= out["step_ms"]["p95"]
+    assert out["rtf"] > 0 and out["streams"] in (0, 1)

@@ -131,7 +131,7 @@ CASES = [
     ("script usage", ["bash", "scripts/run_eval_cpu.sh"], "usage: bash scripts/run_eval_cpu.sh"),
     ("script ckpt", ["bash", "scripts/run_export.sh", "{d}/none.ckpt"], "checkpoint not found"),
     ("script transcribe usage", ["bash", "scripts/run_transcribe.sh", "{d}/tiny.ckpt"],
-     "bash scripts/run_transcribe.sh MODEL.ckpt|MODEL.mindir AUDIO..."),
+     "bash scripts/run_transcribe.sh STREAMING.ckpt --normalize=global (--stream"),
     ("script transcribe model", ["bash", "scripts/run_transcribe.sh", "{d}/none.mindir", "a.wav"],
      "model not found or unreadable"),
     ("script devices", ["bash", "scripts/run_distribute_train_cpu.sh", "two"],

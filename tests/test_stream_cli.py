@@ -184,7 +184,8 @@ def test_a_terminal_shows_the_partial_text_in_place_and_finals_with_their_times(
     proc = subprocess.Popen([sys.executable, f"{REPO}/transcribe.py",
                              f"--checkpoint={root}/stream.ckpt", *STREAMING, "--stream",
                              paths[0], "--endpoint_silence=0.04"],
-                            cwd=root, stdout=terminal, stderr=subprocess.PIPE)
+                            cwd=root, stdout=terminal, stderr=subprocess.PIPE,
+                            env={**os.environ, "COLUMNS": "200"})  # no partial shortened
     os.close(terminal)
     shown = b""
     while True:
@@ -330,14 +331,16 @@ def fake_sounddevice(tmp_path_factory):
 def test_no_input_device_is_one_line(fake_sounddevice, monkeypatch):
     import transcribe as cli
     from src.errors import UserError
-    monkeypatch.syspath_prepend(str(fake_sounddevice))
-    monkeypatch.delitem(sys.modules, "sounddevice", raising=False)
+    spec = importlib.util.spec_from_file_location("sounddevice",
+                                                  fake_sounddevice / "sounddevice.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setitem(sys.modules, "sounddevice", module)  # what `import sounddevice` gives
     monkeypatch.delenv("FAKE_MICROPHONE", raising=False)
     with pytest.raises(UserError) as err:
         cli.Microphone(16000, 160)
     assert "no audio input device (Error querying device -1)" in str(err.value)
     assert "\n" not in str(err.value)
-    sys.modules.pop("sounddevice", None)
 
 
 def stream_finals(streamed, path):
@@ -395,7 +398,7 @@ def test_the_microphone_transcribes_until_ctrl_c_which_flushes_the_last_final(
     (["--stream", "--format=srt"], "streaming writes text or json"),
     (["--stream", "--partials"], "add --format=json"),
     (["--microphone", "--realtime"], "the microphone is live"),
-    (["--stream", "--mindir=m.mindir", "--checkpoint="], "not a MindIR"),
+    (["--stream", "--mindir=m.mindir", "--checkpoint="], "not an offline MindIR"),
 ])
 def test_options_streaming_cannot_honour_are_refused_before_any_work(argv, message):
     import transcribe as cli

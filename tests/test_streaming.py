@@ -286,6 +286,26 @@ def test_models_that_cannot_stream_are_refused_in_one_line(ms_context):
         assert "--features.normalize=global" in str(err.value)
 
 
+def test_bad_samples_are_refused_in_one_line_and_the_stream_goes_on(ms_context):
+    """NaN samples, another sample format, a rate change: one UserError line each, and the
+    engine still takes good audio afterwards."""
+    from src.deepspeech2 import build_network
+    from src.errors import UserError
+    from src.streaming import StreamingRecognizer
+    cfg = stream_cfg()
+    engine = StreamingRecognizer(build_network(cfg), cfg)
+    good = np.zeros(3200, np.float32)
+    engine.accept(good, 16000)
+    for bad, rate, said in ((np.array([0.1, np.nan], np.float32), 16000, "NaN or infinite"),
+                            (np.zeros(10, np.int32), 16000, "must be int16 PCM"),
+                            (good, 8000, "cannot change: it started at 16000 Hz")):
+        with pytest.raises(UserError, match=said) as err:
+            engine.accept(bad, rate)
+        assert "\n" not in str(err.value)
+    engine.accept(good, 16000)
+    assert sum(len(p) for p in engine.finish()) > 0
+
+
 def test_chunks_must_be_whole_output_frames():
     from src.errors import UserError
     from src.streaming import chunk_frames
