@@ -30,7 +30,9 @@ sys.path.insert(0, REPO)
 from src.env import cpu_name  # noqa: E402  (after the path fix above)
 
 SAMPLE_TEST = os.path.join(REPO, "data", "sample", "libri_test_clean_manifest.csv")
-STREAM_FLAGS = ["--bidirectional=false", "--normalize=global", "--lookahead=2"]
+# A streamable model, run as transcribe.py --stream runs it (MindSpore's own Conv2D, not the
+# CPU fast path's numpy callback: src/env.py uses_fast_conv).
+STREAM_FLAGS = ["--bidirectional=false", "--normalize=global", "--lookahead=2", "--stream=true"]
 
 
 def recording(seconds, manifest=SAMPLE_TEST, rate=16000):
@@ -73,6 +75,8 @@ def recognizer(backend, ckpt, onnx_file, cfg):
     from src.streaming import StreamingRecognizer
     if backend == "mindspore":
         from src.checkpoints import network_from_checkpoint
+        from src.context import setup_context
+        setup_context(cfg)  # graph mode, as transcribe.py runs it (PyNative is the default)
         return StreamingRecognizer(network_from_checkpoint(cfg, ckpt, log=lambda m: None), cfg)
     return StreamingRecognizer.from_onnx(onnx_file, threads=1)
 
@@ -130,6 +134,7 @@ def partial_latency(ckpt, cfg, audio):
     import numpy as np
 
     from src.checkpoints import network_from_checkpoint
+    from src.context import setup_context
     from src.conv_spec import CONV_SPEC, total_stride
     from src.decoder import GreedyDecoder
     from src.deepspeech2 import InferenceNet
@@ -137,6 +142,7 @@ def partial_latency(ckpt, cfg, audio):
     from src.inference import log_probs
     from src.streaming import StreamingTranscriber
     from src.text import load_labels
+    setup_context(cfg)  # graph mode, as transcribe.py runs it
     net = network_from_checkpoint(cfg, ckpt, log=lambda m: None)
     spec = features_of(audio.astype(np.float32) / 32767, cfg.features)[None, None]
     probs, _ = log_probs(InferenceNet(net), spec, np.array([spec.shape[-1]], np.int32))
