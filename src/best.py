@@ -11,6 +11,7 @@ import json
 import os
 
 from src.checkpoints import CKPT_PREFIX, save_network
+from src.run_folder import write_json_atomic
 
 BEST_CKPT = f"{CKPT_PREFIX}-best.ckpt"
 BEST_RECORD = f"{CKPT_PREFIX}-best.json"
@@ -42,7 +43,5 @@ class BestTracker:
     def _save(self, network):
         os.makedirs(self.dir, exist_ok=True)
         save_network(network, os.path.join(self.dir, BEST_CKPT), self.feature_cfg)
-        tmp = os.path.join(self.dir, BEST_RECORD + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({**self.record, "checkpoint": BEST_CKPT}, f, indent=2)
-        os.replace(tmp, os.path.join(self.dir, BEST_RECORD))
+        write_json_atomic(os.path.join(self.dir, BEST_RECORD),
+                          {**self.record, "checkpoint": BEST_CKPT})

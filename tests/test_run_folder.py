@@ -76,13 +76,18 @@ def test_a_metrics_line_cut_by_a_kill_is_dropped_with_a_warning(tmp_path, caplog
     assert path.read_text() == '{"step": 1, "loss": 3.0}\n'
 
 
+def train_cmd(sample_data, tmp_path, *extra):
+    """train.py of a tiny network on 8 sample utterances (2 steps per epoch), no validation."""
+    train = head(sample_data / "libri_train_manifest.csv", tmp_path / "train.csv", 8)
+    return [sys.executable, f"{REPO}/train.py", "--hidden_size=8", "--num_layers=1",
+            "--batch_size=4", f"--train_manifest={train}", "--val_manifest=",
+            "--num_parallel_workers=1", "--speed_perturb=false", *extra]
+
+
 def test_a_second_training_run_never_touches_the_first_runs_checkpoints(sample_data, tmp_path):
     """The issue's case: 2 epochs with keep_checkpoint_max=2 into X, then another run into X."""
-    train = head(sample_data / "libri_train_manifest.csv", tmp_path / "train.csv", 8)
-    cmd = [sys.executable, f"{REPO}/train.py", "--hidden_size=8", "--num_layers=1",
-           "--batch_size=4", f"--train_manifest={train}", "--val_manifest=",
-           "--num_parallel_workers=1", "--checkpoint_dir=X", "--log_dir=X/log",
-           "--keep_checkpoint_max=2", "--speed_perturb=false"]
+    cmd = train_cmd(sample_data, tmp_path, "--checkpoint_dir=X", "--log_dir=X/log",
+                    "--keep_checkpoint_max=2")
     run([*cmd, "--epochs=3"], cwd=tmp_path)
     first = {p.name: p.read_bytes() for p in (tmp_path / "X").glob("DeepSpeech*")}
     assert sorted(first) == ["DeepSpeech-2_2.ckpt", "DeepSpeech-3_2.ckpt"]
@@ -102,11 +107,7 @@ def test_a_second_training_run_never_touches_the_first_runs_checkpoints(sample_d
 
 
 def test_a_concurrent_training_run_on_the_same_folders_is_refused(sample_data, tmp_path):
-    train = head(sample_data / "libri_train_manifest.csv", tmp_path / "train.csv", 8)
-    cmd = [sys.executable, f"{REPO}/train.py", "--hidden_size=8", "--num_layers=1",
-           "--batch_size=4", f"--train_manifest={train}", "--val_manifest=",
-           "--num_parallel_workers=1", "--checkpoint_dir=ck", "--log_dir=log",
-           "--speed_perturb=false", "--epochs=50"]
+    cmd = train_cmd(sample_data, tmp_path, "--checkpoint_dir=ck", "--log_dir=log", "--epochs=50")
     first = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:
