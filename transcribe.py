@@ -247,9 +247,10 @@ class EventWriter(Writer):
     def events(self, path, events, duration=None):
         """Write `events` of the source `path` (None: the microphone); times clipped to the
         file's `duration` (its last output frame can reach past its end)."""
+        from src.word_times import clip_event
         for event in events:
             if duration is not None:
-                event = clipped(event, duration)
+                event = clip_event(event, duration)
             final = event["event"] == "final"
             if self.format == "json":
                 if final or self.partials:
@@ -281,17 +282,6 @@ class EventWriter(Writer):
             self.out.write("\r\x1b[K")
             self.out.flush()
             self.shown = False
-
-
-def clipped(event, duration):
-    """`event` with its times and its words' times at most `duration` seconds."""
-    def clip(item):
-        return {**item, "start": round(min(item["start"], duration), 3),
-                "end": round(min(item["end"], duration), 3)}
-    event = clip(event)
-    if "words" in event:
-        event["words"] = [clip(w) for w in event["words"]]
-    return event
 
 
 class CtrlC:
@@ -373,7 +363,7 @@ def file_blocks(path, chunk_ms):
     an audio file. AudioError naming it when it is missing, empty or unreadable."""
     import soundfile as sf
 
-    from src.features import READ_ERRORS, AudioError, audio_info, read_error
+    from src.features import READ_ERRORS, AudioError, audio_info, pcm16, read_error
     if not os.path.isfile(path):
         raise AudioError(f"audio file not found: {path}")
     frames, rate = audio_info(path)
@@ -383,8 +373,9 @@ def file_blocks(path, chunk_ms):
     def blocks():
         try:
             with sf.SoundFile(path) as f:
-                yield from f.blocks(blocksize=max(1, round(rate * chunk_ms / 1000)),
-                                    dtype="int16", always_2d=True)
+                for block in f.blocks(blocksize=max(1, round(rate * chunk_ms / 1000)),
+                                      dtype="float32", always_2d=True):
+                    yield pcm16(block, path)
         except READ_ERRORS as err:
             raise read_error(path, err) from None
     return rate, frames / rate, blocks()

@@ -61,10 +61,11 @@ def make_checkpoint(path, size):
     save_network(build_network(cfg, fast_conv=False), path, cfg.features)
 
 
-def export_onnx(ckpt, out, int8):
-    """The chunk step of `ckpt` as ONNX (export.py); returns the file to run."""
+def export_onnx(ckpt, out, int8, extra=()):
+    """The chunk step of `ckpt` as ONNX (export.py, with `extra` flags); returns the file."""
     cmd = [sys.executable, os.path.join(REPO, "export.py"), f"--checkpoint={ckpt}",
-           "--streaming=true", "--file_format=ONNX", f"--file_name={out}", *STREAM_FLAGS[1:2]]
+           "--streaming=true", "--file_format=ONNX", f"--file_name={out}", *STREAM_FLAGS[1:2],
+           *extra]
     if int8:
         cmd.append("--quantize=int8")
     subprocess.run(cmd, check=True, capture_output=True, text=True)

@@ -1,13 +1,17 @@
 """Resumable downloads (openslr archives and language models) with a progress bar and MD5 check.
 
-usage: python data_prep/download.py URL OUT [--md5 HEX]
+usage: python data_prep/download.py URL OUT [--md5 HEX] [--mirror MIRROR]
   URL: http(s):// or file:// (a local or institutional mirror); OUT: the file to write. A
   partial OUT.part is resumed where the server honours Range requests; an existing OUT is kept.
+  With --mirror (a folder, or an http(s):// or file:// URL of a folder, holding the files under
+  their published names), URL is a file name in it, e.g. train-clean-100.tar.gz.
 """
 import argparse
 import hashlib
 import os
+import pathlib
 import sys
+import urllib.parse
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -25,6 +29,13 @@ def md5_of(path, chunk=1 << 20):
         for block in iter(lambda: f.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def mirror_url(mirror, name):
+    """The URL of the file `name` in `mirror`: a folder (as a file:// URL) or the URL of one."""
+    if "://" not in mirror:
+        mirror = pathlib.Path(os.path.abspath(os.path.expanduser(mirror))).as_uri()
+    return f"{mirror.rstrip('/')}/{urllib.parse.quote(name)}"
 
 
 def download_file(url, final, md5=None, chunk=1 << 20):
@@ -68,8 +79,11 @@ def main(argv=None):
     parser.add_argument("url")
     parser.add_argument("out")
     parser.add_argument("--md5", default=None, help="expected MD5 of the whole file")
+    parser.add_argument("--mirror", default=None,
+                        help="a folder or URL holding the files: URL is then a file name in it")
     args = parser.parse_args(argv)
-    print(download_file(args.url, os.path.abspath(args.out), args.md5))
+    url = mirror_url(args.mirror, args.url) if args.mirror else args.url
+    print(download_file(url, os.path.abspath(args.out), args.md5))
 
 
 if __name__ == "__main__":

@@ -67,6 +67,15 @@ check_python() {
     die "Python $("$PYTHON" -c 'import platform; print(platform.python_version())') is not supported: MindSpore 2.10 needs Python 3.10, 3.11 or 3.12 (set PYTHON=/path/to/python3.11)"
 }
 
+# as_root_apt: true when Debian's apt-get can install system packages here (as root).
+as_root_apt() { command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; }
+
+# apt_install PACKAGE...: install Debian packages (as_root_apt must hold).
+apt_install() {
+  echo "installing $* (apt-get)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
 # newest_checkpoint DIR: the most recent DeepSpeech-<epoch>_<step>.ckpt in DIR (the training's
 # last one: not DeepSpeech-best.ckpt, DeepSpeech-avg.ckpt or a _weights copy).
 newest_checkpoint() {

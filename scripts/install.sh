@@ -8,12 +8,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 case "${1:-}" in -h|--help) show_usage 2,5 0 ;; esac
 [ $# -eq 0 ] || die "unexpected argument '$1' (see --help)"
 
-as_root_apt() { command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; }
-apt_install() {
-  echo "installing $* (apt-get)"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
-}
-
 # base_python: the first of python3.12, python3.11, python3.10, python3 that MindSpore supports.
 base_python() {
   local candidate

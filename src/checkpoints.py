@@ -63,6 +63,13 @@ def check_features(param_dict, feature_cfg, source):
                               f"run with the checkpoint's settings: {theirs}")
 
 
+def recorded_features(path):
+    """{key: value} of the feature settings a checkpoint records; {} for one without (the
+    model zoo's, older ones)."""
+    stored = read_checkpoint(path).get(FEATURES_KEY)
+    return {} if stored is None else json.loads(stored)
+
+
 def save_network(cell, path, feature_cfg=None, extra=None):
     """Atomically write `cell`'s parameters, the feature settings (when given) and `extra`
     entries ({name: number or str}) to `path`."""

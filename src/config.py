@@ -35,7 +35,7 @@ PATH_KEYS = ("labels_path", "data.train_manifest", "data.val_manifest",
              "export.checkpoint", "export.file_name", "export.verify_audio",
              "transcribe.checkpoint", "transcribe.mindir", "transcribe.onnx", "transcribe.output",
              "decode.lm_path", "augment.noise_dir", "tune_lm.checkpoint", "tune_lm.manifest",
-             "tune_lm.output_dir")
+             "tune_lm.output_dir", "serve.checkpoint", "serve.onnx", "serve.offline_checkpoint")
 
 CHOICES = {
     "device_target": ("CPU", "GPU", "Ascend"),
@@ -66,6 +66,7 @@ RANGES = {
     "data.num_buckets": (1, None, False),
     "data.max_duration": (0, None, True),
     "data.num_parallel_workers": (1, None, False),
+    "data.read_threads": (1, None, False),
     "train.epochs": (1, None, False),
     "train.learning_rate": (0, None, True),
     "train.warmup_steps": (0, None, False),
@@ -100,6 +101,13 @@ RANGES = {
     "stream.chunk_ms": (0, None, True),
     "stream.endpoint_silence": (0, None, True),
     "stream.max_segment": (0, None, True),
+    "serve.port": (0, 65535, False),
+    "serve.max_streams": (1, None, False),
+    "serve.max_batch": (1, None, False),
+    "serve.max_upload_mb": (0, None, True),
+    "serve.max_stream_seconds": (0, None, True),
+    "serve.idle_timeout": (0, None, True),
+    "serve.max_message_kb": (1, None, False),
 }
 
 # Zoo flag names -> keys of this repo, per entry point.
@@ -291,6 +299,12 @@ def check_decode_options(cfg):
     for key, value in decode.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"config key 'decode.{key}' must be a finite number; got {value}")
+    if cfg.entry == "serve":
+        allowed = cfg.serve.decode_methods
+        unknown = [m for m in allowed if m not in DECODERS]
+        if unknown or method not in allowed:
+            raise ConfigError(f"serve.decode_methods {allowed} must list methods of "
+                              f"{', '.join(DECODERS)}, decode.method ({method}) among them")
     cls = DECODERS[method]
     for key, value in decode.items():  # a file or words set for nothing: the user expects them used
         if isinstance(value, (str, list)) and value and key != "method" and key not in cls.keys:

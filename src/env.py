@@ -28,12 +28,13 @@ def uses_fast_conv(cfg):
     a checkpoint: never for export, whose graph must hold MindSpore's own Conv2D (the numpy
     path is a host callback that cannot be serialised), nor where an exported MindIR runs
     (transcribe.mindir), whose graph holds that Conv2D too, nor where transcribe streams
-    (transcribe.stream or .microphone: src/streaming.py's step runs the network's weights
-    through its own Conv2D). False means MindSpore's Conv2D runs, so prepare_environment caps
+    (transcribe.stream or .microphone, and serve.py: src/streaming.py's step runs the network's
+    weights through its own Conv2D). False means MindSpore's Conv2D runs, so prepare_environment caps
     oneDNN (an uncapped MindIR ran ~30x slower on AVX-512).
     """
     t = cfg.transcribe if cfg.entry == "transcribe" else None
-    native = t is not None and bool(t.mindir or t.stream or t.microphone)
+    native = cfg.entry == "serve" or (t is not None and bool(t.mindir or t.stream or
+                                                              t.microphone))
     return (cfg.model.cpu_fast_conv and cfg.device_target == "CPU" and cfg.entry != "export"
             and not native)
 

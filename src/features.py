@@ -80,18 +80,28 @@ def audio_info(path):
     return info.frames, info.samplerate
 
 
+def pcm16(samples, path):
+    """Samples of the file `path` as soundfile reads them in float32 (-1 to 1) -> int16 (N,
+    channels): exact for 16-bit PCM files, rounded for float and 24-bit ones. (soundfile's own
+    int16 read of a float file gives zeros: libsndfile does not scale floats to integers.)
+    AudioError for a float file holding NaN or infinite samples."""
+    if not np.isfinite(samples).all():
+        raise AudioError(f"audio file {path} holds NaN or infinite samples")
+    return np.clip(np.round(samples * 32768.0), -32768, 32767).astype(np.int16)
+
+
 def load_audio(path, sample_rate):
     """Mono float32 waveform of `path` at `sample_rate`, scaled as the zoo (int16 / 32767).
 
     Multi-channel audio is averaged to mono; another sample rate is resampled (librosa).
     """
     try:
-        data, sr = sf.read(path, dtype="int16", always_2d=True)  # (N, channels)
+        data, sr = sf.read(path, dtype="float32", always_2d=True)  # (N, channels)
     except READ_ERRORS as err:
         raise read_error(path, err) from None
     if data.shape[0] == 0:
         raise AudioError(f"audio file {path} is empty")
-    return resampled(to_mono(data), sr, sample_rate)
+    return resampled(to_mono(pcm16(data, path)), sr, sample_rate)
 
 
 def to_mono(data):
@@ -191,23 +201,32 @@ class SpectrogramStream:
 STD_FLOOR = 1e-3  # a frequency bin (nearly) constant in training would amplify any content there
 
 
-def global_stats(paths, feature_cfg, workers=1, batch=64):
+def global_stats(paths, feature_cfg, workers=1, batch=64, skip=None):
     """Per-frequency mean and std (F,) float64 of the un-normalised features of the audio files
     `paths`, and their frame count: one pass, each utterance's mean and sum of squared
     deviations merged in float64 (Chan et al.'s pairwise update: no cancellation over hours of
     audio). Features are computed `batch` files at a time in `workers` threads (libsndfile and
-    the FFTs release the GIL); raises AudioError naming a file that cannot be read.
+    the FFTs release the GIL). A file that cannot be read raises AudioError naming it, or with
+    `skip` is left out and given to skip(error) (training: it is counted where first used).
     """
     n_fft, hop = stft_params(feature_cfg)
 
     def features(path):
-        wave = load_audio(path, feature_cfg.sample_rate)
+        try:
+            wave = load_audio(path, feature_cfg.sample_rate)
+        except AudioError as err:
+            if skip is None:
+                raise
+            skip(err)
+            return None
         return spectrogram(wave, n_fft, hop, feature_cfg.window, normalize=False).astype(np.float64)
 
     count, mean, m2 = 0, 0.0, 0.0
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for start in range(0, len(paths), batch):
             for spec in pool.map(features, paths[start:start + batch]):  # (F, T)
+                if spec is None:
+                    continue
                 n, m = spec.shape[1], spec.mean(axis=1)
                 delta, total = m - mean, count + n
                 mean = mean + delta * n / total

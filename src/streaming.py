@@ -195,6 +195,34 @@ class ChunkStep:
     def __call__(self, feats, feat_mask, conv_cache, conv_mask, rnn_mask, h, c, la_cache):
         raise NotImplementedError
 
+    def run_batch(self, steps):
+        """[the inputs of one step of each of several streams] -> [each one's outputs]: here one
+        after another; a runtime that takes a batch runs them together (batch_inputs)."""
+        return [self(*inputs) for inputs in steps]
+
+
+# The batch axis of each step input (STEP_INPUTS order) and output (STEP_OUTPUTS order but
+# log_probs); None: the masks, (n,) per stream, stacked into (B, n).
+INPUT_BATCH_AXES = (0, 0, 0, None, None, 1, 1, 1)
+OUTPUT_BATCH_AXES = (0, 1, 1, 1)
+
+
+def batch_inputs(steps):
+    """The numpy inputs of one step of each of B streams -> the inputs of one step of the batch:
+    (B, 1, F, W), (B, W), (B, 32, F1, 10), (B, n), (B, n), (layers, B, H) x 2, (L, B, H)."""
+    return [np.stack(arrays) if axis is None else np.concatenate(arrays, axis=axis)
+            for axis, arrays in zip(INPUT_BATCH_AXES, zip(*steps))]
+
+
+def split_outputs(outputs, size):
+    """The numpy outputs of a batch of `size` streams' steps (log_probs (n B, C), time-major,
+    then the states) -> each stream's outputs, shaped as a step of that stream alone."""
+    log_probs, *states = outputs
+    per_frame = log_probs.reshape(-1, size, log_probs.shape[-1])  # (n, B, C)
+    return [(per_frame[:, i], *(np.take(x, [i], axis=axis)
+                                for axis, x in zip(OUTPUT_BATCH_AXES, states)))
+            for i in range(size)]
+
 
 class StreamingRecognizer:
     """Audio in pieces -> the network's CTC log-probabilities, each output frame as soon as it
@@ -353,13 +381,14 @@ class Segmenter:
     A segment starts at its first frame whose best label is a character (frames before it are
     released at once) and ends at an endpoint: `silence` frames in a row whose best label is the
     blank or the space (no character), or when it reaches `longest` frames, then before its last
-    word (its first frame), so that no word is cut. A final is decoded with the configured
-    decoder (decode.*) with word times in seconds of the stream.
+    word (its first frame), so that no word is cut. A final is decoded with `decoder` (default:
+    the configured one, decode.*) with word times in seconds of the stream.
     """
 
-    def __init__(self, cfg, labels, frame_seconds):
+    def __init__(self, cfg, labels, frame_seconds, decoder=None):
         self.labels, self.frame_seconds = labels, frame_seconds
-        self.decoder, self.greedy = make_decoder(cfg.decode, labels), GreedyDecoder(labels)
+        self.decoder = decoder or make_decoder(cfg.decode, labels)
+        self.greedy = GreedyDecoder(labels)
         self.quiet_labels = (len(labels) - 1, labels.index(" "))  # blank, space
         self.silence = max(1, round(cfg.stream.endpoint_silence / frame_seconds))
         self.longest = max(1, round(cfg.stream.max_segment / frame_seconds))
@@ -424,13 +453,14 @@ class StreamingTranscriber:
         for event in engine.accept(samples, sample_rate) + engine.finish(): ...
 
     With stream.reset_state the LSTM states are zeroed at each endpoint of silence. cfg gives
-    stream.* and decode.*; with a network also the chunk, features and labels (with an export
-    those are the file's).
+    stream.* and decode.* (or `decoder` the finals' decoder); with a network also the chunk,
+    features and labels (with an export those are the file's).
     """
 
-    def __init__(self, net, cfg):
+    def __init__(self, net, cfg, decoder=None):
         self.recognizer = StreamingRecognizer(net, cfg)
-        self.segmenter = Segmenter(cfg, self.recognizer.labels, self.recognizer.frame_seconds)
+        self.segmenter = Segmenter(cfg, self.recognizer.labels, self.recognizer.frame_seconds,
+                                   decoder)
         self.reset_state = cfg.stream.reset_state
 
     @classmethod

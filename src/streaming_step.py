@@ -13,7 +13,16 @@ import numpy as np
 from mindspore import nn, ops
 
 from src.errors import UserError
-from src.streaming import STEP_INPUTS, ChunkStep, Geometry, check_info, check_streamable, step_info
+from src.streaming import (
+    STEP_INPUTS,
+    ChunkStep,
+    Geometry,
+    batch_inputs,
+    check_info,
+    check_streamable,
+    split_outputs,
+    step_info,
+)
 
 
 class StreamingStep(nn.Cell):
@@ -31,6 +40,11 @@ class StreamingStep(nn.Cell):
       la_cache (L, 1, H)          LSTM outputs a - 5 - L .. a - 6 (0 outside the stream)
     -> log_probs (n, n_class) of output frames a - 5 - L .. a + n - 6 - L, and the new
        conv_cache, h, c, la_cache.
+
+    A batch of B streams (src/streaming.py's batch_inputs; the server runs concurrent streams'
+    steps together) has B in place of each 1 above and masks (B, n); log_probs is then
+    (n * B, n_class), time-major. One stream's shapes, those of a streaming export, are B = 1
+    with masks (n,).
     """
 
     def __init__(self, network, geometry):
@@ -50,33 +64,34 @@ class StreamingStep(nn.Cell):
 
     def construct(self, feats, feat_mask, conv_cache, conv_mask, rnn_mask, h, c, la_cache):
         conv = self.conv
-        x = self.norm(feats, feat_mask)  # (1, 1, F, W), 0 outside the stream
-        x = conv.tanh(conv.bn1(self.conv1(self.pad1(x), conv.conv1.weight)))  # (1, 32, F1, n)
-        x = ops.concat((conv_cache, x * conv_mask.view(1, 1, 1, -1)), axis=3)  # (1, 32, F1, 10 + n)
+        x = self.norm(feats, feat_mask)  # (B, 1, F, W), 0 outside the stream
+        x = conv.tanh(conv.bn1(self.conv1(self.pad1(x), conv.conv1.weight)))  # (B, 32, F1, n)
+        b, t = x.shape[0], x.shape[3]
+        x = ops.concat((conv_cache, x * conv_mask.view(b, 1, 1, t)), axis=3)  # (B, 32, F1, 10 + n)
         conv_cache = x[:, :, :, x.shape[3] - self.g.conv_cache:]
-        x = conv.tanh(conv.bn2(self.conv2(self.pad2(x), conv.conv2.weight)))  # (1, 32, F', n)
-        b, ch, f, t = x.shape
-        x = x.view(b, ch * f, t).transpose(2, 0, 1)  # (n, 1, 32 F')
-        x, h, c = self.recurrent(x, rnn_mask, h, c)  # (n, 1, H)
-        x = ops.concat((la_cache, x))  # (L + n, 1, H)
+        x = conv.tanh(conv.bn2(self.conv2(self.pad2(x), conv.conv2.weight)))  # (B, 32, F', n)
+        x = x.view(b, x.shape[1] * x.shape[2], t).transpose(2, 0, 1)  # (n, B, 32 F')
+        x, h, c = self.recurrent(x, rnn_mask.view(b, t).transpose(1, 0), h, c)  # (n, B, H)
+        x = ops.concat((la_cache, x))  # (L + n, B, H)
         la_cache = x[x.shape[0] - self.g.lookahead:]
         if self.lookahead is not None:
-            x = self.lookahead.convolve(x)  # (n, 1, H)
-        # fc's Dense on (n, H) and the softmax last: MindSpore 2.10's ONNX exporter loses an
+            x = self.lookahead.convolve(x)  # (n, B, H)
+        # fc's Dense on (n B, H) and the softmax last: MindSpore 2.10's ONNX exporter loses an
         # output name given to a Reshape (the graph would not load)
-        log_probs = self.log_softmax(self.fc.module(x.view(t, -1)))  # (n, n_class)
+        log_probs = self.log_softmax(self.fc.module(x.view(t * b, -1)))  # (n B, n_class)
         return log_probs, conv_cache, h, c, la_cache
 
     def recurrent(self, x, mask, h, c):
-        """x (n, 1, I), mask (n,), h and c (layers, 1, H) -> (outputs (n, 1, H), 0 where the
-        mask is; h, c). The schedule of StreamingRecognizer makes the mask all 0 (frames before
-        the stream: the state is kept as it is) or 1s then 0s (the stream's end: the state
-        after it is never used), so each layer runs the fused LSTM kernel over the chunk."""
-        keep = mask[0]  # 1: these frames are the stream's, 0: none is
+        """x (n, B, I), mask (n, B), h and c (layers, B, H) -> (outputs (n, B, H), 0 where the
+        mask is; h, c). The schedule of StreamingRecognizer makes each stream's mask all 0
+        (frames before the stream: its state is kept as it is) or 1s then 0s (the stream's end:
+        the state after it is never used), so each layer runs the fused LSTM kernel over the
+        chunk."""
+        keep = mask[0].view(-1, 1)  # (B, 1) 1: these frames are the stream's, 0: none is
         hs, cs, layer = (), (), 0  # tuples, not lists: ONNX export has no list operator
         for lstm in self.RNN.lstms:
-            out, h_l, c_l = lstm.forward_from(x, h[layer], c[layer])  # (n, 1, H), (1, H)
-            x = out * mask.view(-1, 1, 1)  # (n, 1, H)
+            out, h_l, c_l = lstm.forward_from(x, h[layer], c[layer])  # (n, B, H), (B, H)
+            x = out * mask.view(mask.shape[0], -1, 1)  # (n, B, H)
             hs += (keep * h_l + (1 - keep) * h[layer],)
             cs += (keep * c_l + (1 - keep) * c[layer],)
             layer += 1
@@ -85,20 +100,35 @@ class StreamingStep(nn.Cell):
 
 
 class MindSporeStep(ChunkStep):
-    """A StreamingStep, or the GraphCell of its MindIR, as the engine's step: the states stay
-    MindSpore Tensors between steps; log-probabilities come back as numpy."""
+    """A StreamingStep, or the GraphCell of its MindIR, as the engine's step: the states of a
+    stream stepped alone stay MindSpore Tensors between steps; log-probabilities come back as
+    numpy. A StreamingStep also runs a batch of streams' steps at once (run_batch)."""
 
-    def __init__(self, cell, info):
+    def __init__(self, cell, info, batches=False):
         super().__init__(info)
-        self.cell = cell
+        self.cell, self.batches = cell, batches
 
     def zeros(self, shape):
         return ms.Tensor(np.zeros(shape, np.float32))
 
-    def __call__(self, feats, feat_mask, conv_cache, conv_mask, rnn_mask, h, c, la_cache):
-        probs, *states = self.cell(ms.Tensor(feats), ms.Tensor(feat_mask), conv_cache,
-                                   ms.Tensor(conv_mask), ms.Tensor(rnn_mask), h, c, la_cache)
+    def __call__(self, *inputs):
+        probs, *states = self.cell(*(ms.Tensor(x) if isinstance(x, np.ndarray) else x
+                                     for x in inputs))
         return (probs.asnumpy(), *states)
+
+    def run_batch(self, steps):
+        """Several streams' steps as one batch of B rows, B the next power of two (the sizes
+        compiled stay few), rows past the streams repeating the first; an exported MindIR has
+        batch 1 and runs them one after another."""
+        if len(steps) == 1 or not self.batches:
+            return super().run_batch(steps)
+        size = 1 << (len(steps) - 1).bit_length()
+        padded = steps + [steps[0]] * (size - len(steps))
+        arrays = [[x.asnumpy() if isinstance(x, ms.Tensor) else x for x in step]
+                  for step in padded]
+        outputs = self(*batch_inputs(arrays))
+        states = [x.asnumpy() for x in outputs[1:]]
+        return split_outputs([outputs[0], *states], size)[:len(steps)]
 
 
 def network_step(net, cfg):
@@ -109,7 +139,7 @@ def network_step(net, cfg):
     info = step_info(network, cfg)
     cell = StreamingStep(network, Geometry(**info["geometry"]))
     cell.set_train(False)
-    return MindSporeStep(cell, info)
+    return MindSporeStep(cell, info, batches=True)
 
 
 def example_inputs(info):

@@ -97,7 +97,8 @@ def clip_by_norm(grads, norm, max_norm):
 class TrainStep(nn.TrainOneStepCell):
     """One training step: loss, gradients, (data-parallel mean), global-norm clip, update.
 
-    Returns (loss, finite): when the loss or any gradient is not finite the update is skipped,
+    Returns (loss, finite, gradient norm before clipping, as TensorBoard shows it): when the
+    loss or any gradient is not finite the update is skipped,
     so one bad batch cannot poison the weights (the caller counts such steps). With a
     `loss_scaler` (ms.amp.DynamicLossScaler, functional, so the same code runs on CPU, GPU and
     Ascend) the gradients are computed for loss x scale and unscaled; a non-finite step halves
@@ -132,7 +133,8 @@ class TrainStep(nn.TrainOneStepCell):
         return loss, self.grad(self.network, self.weights)(*inputs, sens)
 
     def update(self, loss, grads):
-        """All-reduce, unscale, check, clip and apply `grads`; returns (loss, finite)."""
+        """All-reduce, unscale, check, clip and apply `grads`; returns (loss, finite, the
+        global gradient norm before clipping)."""
         grads = self.grad_reducer(grads)
         if self.scaler is not None:
             grads = self.scaler.unscale(grads)
@@ -150,7 +152,7 @@ class TrainStep(nn.TrainOneStepCell):
             if self.max_grad_norm > 0:
                 grads = clip_by_norm(grads, norm, self.max_grad_norm)
             loss = ms.ops.depend(loss, self.optimizer(grads))
-        return loss, finite
+        return loss, finite, norm
 
 
 class _MicroGrads(nn.Cell):
@@ -178,7 +180,7 @@ class _ApplyGrads(nn.Cell):
 class AccumulatingStep:
     """train.accumulate_steps: one optimizer step from several micro-batches.
 
-        loss, finite = AccumulatingStep(train_step)([batch_1, ..., batch_n])
+        loss, finite, norm = AccumulatingStep(train_step)([batch_1, ..., batch_n])
 
     Micro-batch i (b_i utterances of B in all) contributes the gradients of b_i / B x its mean
     loss, so the sum equals the gradient of the mean loss over all B utterances: one batch of B
@@ -209,5 +211,5 @@ class AccumulatingStep:
         return loss, summed
 
     def __call__(self, batches):
-        """One optimizer step from `batches`; returns (loss, finite) as TrainStep does."""
+        """One optimizer step from `batches`; returns (loss, finite, norm) as TrainStep does."""
         return self.apply(*self.gradients(batches))

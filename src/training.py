@@ -25,7 +25,7 @@ from src.checkpoints import (
 )
 from src.config import to_dict
 from src.curves import plot_curves
-from src.dataset import create_dataset, iterate, load_utterances, training_source
+from src.dataset import FirstUse, create_dataset, iterate, load_utterances, training_source
 from src.decoder import decoder_pools
 from src.deepspeech2 import InferenceNet, build_network
 from src.errors import UserError
@@ -35,6 +35,7 @@ from src.freeze import freeze
 from src.lr_generator import get_lr
 from src.progress import progress
 from src.run_folder import RunFolder
+from src.run_metrics import METRICS, MetricsLog
 from src.text import make_encoder
 from src.train_step import AccumulatingStep, build_optimizer, build_train_step
 
@@ -123,8 +124,7 @@ class TrainingRun:
     folder: object  # RunFolder (rank 0): this run's checkpoints, for rotation; None elsewhere
     start: int = 0
     last_ckpt: str = None
-    window: dict = field(default_factory=lambda: {"loss": [], "utts": 0,
-                                                  "t0": time.perf_counter()})
+    window: dict = field(default_factory=lambda: new_window())
 
     @property
     def total(self):
@@ -135,7 +135,8 @@ def load_training_data(cfg, rank, group_size, logger):
     """The training manifest as this rank's BatchSource (skips logged); returns (encoder, source)."""
     encoder = make_encoder(cfg)
     utts, report = load_utterances(cfg.data.train_manifest, cfg.features, encoder,
-                                   max_duration=cfg.data.max_duration)
+                                   max_duration=cfg.data.max_duration,
+                                   threads=cfg.data.read_threads)
     logger.info("train manifest %s: %d utterances, %.2f h; skipped: %s",
                 cfg.data.train_manifest, len(utts),
                 sum(u.frames for u in utts) * cfg.features.window_stride / 3600, report.text())
@@ -182,12 +183,13 @@ def build_model(cfg, group_size, steps_per_epoch, blank, logger):
 
 
 def optimizer_step(run, batches):
-    """(loss, finite) of one optimizer step over `batches` (one, or accumulate_steps)."""
+    """(loss, finite, gradient norm) of one optimizer step over `batches` (one, or
+    accumulate_steps)."""
     if run.accumulating is None:
-        loss, ok = run.train_step(*batches[0])[:2]
+        loss, ok, norm = run.train_step(*batches[0])[:3]
     else:
-        loss, ok = run.accumulating(batches)
-    return float(loss.asnumpy()), bool(ok.asnumpy())
+        loss, ok, norm = run.accumulating(batches)
+    return float(loss.asnumpy()), bool(ok.asnumpy()), float(norm.asnumpy())
 
 
 def resume_position(cfg, train_step, spe, logger):
@@ -226,9 +228,12 @@ def normalisation_stats(cfg, network, utts, start, logger):
     if start > 0 or cfg.train.pre_trained_model_path:
         logger.info("global feature statistics: kept from the checkpoint")
         return
-    t0 = time.perf_counter()
+    t0, unread = time.perf_counter(), []
     mean, std, frames = global_stats([u.audio for u in utts], cfg.features,
-                                     cfg.data.num_parallel_workers)
+                                     cfg.data.num_parallel_workers, skip=unread.append)
+    if unread:  # training counts them again where it first reads them
+        logger.warning("global feature statistics: %d unreadable files left out, e.g. %s",
+                       len(unread), unread[0])
     network.norm.set_stats(mean, std)
     logger.info("global feature statistics of %d training utterances (%.2f h) in %.1f s: mean "
                 "%.3f to %.3f, std %.3f to %.3f over the %d frequency bins", len(utts),
@@ -258,22 +263,32 @@ def setup_run(cfg, rank=0, group_size=1):
                        InferenceNet(network), best, train_step, accumulating, lr, folder, start)
 
 
-def record_step(run, metrics, step, loss, ok, batch_size, bar):
-    """Progress postfix every step; a metrics.jsonl line every log_interval steps and at epoch end."""
+def new_window():
+    """What record_step sums between two metrics lines."""
+    return {"loss": [], "norm": [], "utts": 0, "skipped": 0, "t0": time.perf_counter()}
+
+
+def record_step(run, metrics, step, loss, ok, norm, batch_size, bar):
+    """Progress postfix every step; a metrics line (MetricsLog) every log_interval steps and at
+    epoch end: mean loss, lr, mean gradient norm (before clipping), utterances/s and steps
+    skipped (no update) over its window."""
     w = run.window
     if ok:
         w["loss"].append(loss)
+        w["norm"].append(norm)
+    w["skipped"] += not ok
     w["utts"] += batch_size
     utt_s = w["utts"] / max(time.perf_counter() - w["t0"], 1e-9)
     bar.set_postfix(loss=f"{loss:.3f}", lr=f"{run.lr[step]:.2e}", utt_s=f"{utt_s:.1f}")
     bar.update(1)
     done, spe = step + 1, run.source.steps_per_epoch
     if done % run.cfg.train.log_interval == 0 or done % spe == 0:
-        metrics.write(json.dumps({"step": done, "epoch": step // spe + 1,
-                                  "loss": float(np.mean(w["loss"])) if w["loss"] else None,
-                                  "lr": float(run.lr[step]), "utt_per_s": round(utt_s, 3)}) + "\n")
-        metrics.flush()
-        run.window = {"loss": [], "utts": 0, "t0": time.perf_counter()}
+        metrics.write({"step": done, "epoch": step // spe + 1,
+                       "loss": float(np.mean(w["loss"])) if w["loss"] else None,
+                       "lr": float(run.lr[step]),
+                       "grad_norm": float(np.mean(w["norm"])) if w["norm"] else None,
+                       "utt_per_s": round(utt_s, 3), "skipped": w["skipped"]})
+        run.window = new_window()
 
 
 def maybe_checkpoint(run, step, epoch_end, last=False):
@@ -316,9 +331,8 @@ def validate(run, metrics, step):
     skipped = f"; skipped: {report.text()}" if report else ""
     run.logger.info("epoch %d validation: WER %.2f%% CER %.2f%% (%s, %d utterances%s)",
                     epoch, rates.wer, rates.cer, decoder, rates.utterances, skipped)
-    metrics.write(json.dumps({"step": step + 1, "epoch": epoch, "val_wer": rates.wer,
-                              "val_cer": rates.cer, "decoder": decoder}) + "\n")
-    metrics.flush()
+    metrics.write({"step": step + 1, "epoch": epoch, "val_wer": rates.wer, "val_cer": rates.cer,
+                   "decoder": decoder})
     return rates
 
 
@@ -337,10 +351,11 @@ def keep_best(run, rates, step):
     return stop
 
 
-def next_batch(run, iterator, bar):
-    """The next batch; audio that fails while decoding stops the run with its name in the log."""
+def step_batches(run, iterator, first_use, step, bar):
+    """The batches of optimizer step `step` that hold readable audio (FirstUse.screen); a
+    failure that stops the run is logged with its file's name."""
     try:
-        return next(iterator)
+        return first_use.screen(step, [next(iterator) for _ in run.source.micro_batches(step)])
     except AugmentError as err:  # the sox program failed: its words, the file named
         bar.close()
         run.logger.error("stopped: %s (fix it or train with --speed_perturb=false, then resume "
@@ -348,47 +363,65 @@ def next_batch(run, iterator, bar):
         raise
     except UserError as err:
         bar.close()
-        run.logger.error("stopped: %s (data_prep decodes every file in full, so this file changed "
-                         "after preparation: fix it or remove it from the manifest, then resume "
+        run.logger.error("stopped: %s (fix the data or remove it from the manifest, then resume "
                          "with --resume=auto)", err)
         raise
+
+
+def train_on(run, guard, step, batches):
+    """(loss, finite, gradient norm) of optimizer step `step` over `batches`; with none
+    (nothing in them could be read) the step is skipped."""
+    if not batches:
+        run.logger.warning("step %d: no utterance could be read, step skipped", step + 1)
+        return float("nan"), False, float("nan")
+    loss, ok, norm = optimizer_step(run, batches)
+    guard.update(ok, step + 1, lambda: run.source.batch_utterances(step))
+    return loss, ok, norm
+
+
+def train_steps(run, iterator, guard, first_use, metrics):
+    """Optimizer steps from run.start to the end of training or an early stop."""
+    cfg, spe, bar = run.cfg, run.source.steps_per_epoch, None
+    for step in range(run.start, run.total):
+        epoch, k = divmod(step, spe)
+        if bar is None:
+            bar = progress(total=spe, initial=k, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+                           unit="step", disable=run.rank != 0)
+        batches = step_batches(run, iterator, first_use, step, bar)
+        loss, ok, norm = train_on(run, guard, step, batches)
+        record_step(run, metrics, step, loss, ok, norm, sum(b[0].shape[0] for b in batches), bar)
+        epoch_end = (step + 1) % spe == 0
+        if epoch_end:
+            bar.close()
+            bar = None
+            unread = f"; skipped where first read: {first_use.report.text()}" \
+                if first_use.report else ""
+            run.logger.info("epoch %d done: step %d, last loss %.4f%s", epoch + 1, step + 1, loss,
+                            unread)
+        maybe_checkpoint(run, step, epoch_end)
+        if epoch_end and cfg.data.val_manifest:
+            if keep_best(run, validate(run, metrics, step), step):
+                maybe_checkpoint(run, step, epoch_end, last=True)
+                break
 
 
 def run_training(cfg, rank=0, group_size=1):
     """Train as configured; returns the path of the last checkpoint written."""
     run = setup_run(cfg, rank, group_size)
-    spe = run.source.steps_per_epoch
-    # Only rank 0 keeps metrics; the other ranks' progress is in their own log files.
-    metrics_path = os.path.join(cfg.train.log_dir, "metrics.jsonl") if rank == 0 else os.devnull
+    metrics_path = os.path.join(cfg.train.log_dir, METRICS)
     if rank == 0:
         truncate_metrics(metrics_path, run.start, run.logger)
     iterator = iterate(create_dataset(run.source, cfg.data.num_parallel_workers,
-                                      start_step=run.start))
+                                      start_step=run.start, flags=True))
     guard = BadStepGuard(cfg.train.max_bad_steps, run.logger)
-    bar = None
-    with open(metrics_path, "a", encoding="utf-8") as metrics:
-        run.logger.info("metrics: %s", os.path.abspath(metrics_path))
-        for step in range(run.start, run.total):
-            epoch, k = divmod(step, spe)
-            if bar is None:
-                bar = progress(total=spe, initial=k, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                               unit="step", disable=rank != 0)
-            batches = [next_batch(run, iterator, bar) for _ in run.source.micro_batches(step)]
-            loss, ok = optimizer_step(run, batches)
-            guard.update(ok, step + 1, lambda s=step: run.source.batch_utterances(s))
-            record_step(run, metrics, step, loss, ok, sum(b[0].shape[0] for b in batches), bar)
-            epoch_end = (step + 1) % spe == 0
-            if epoch_end:
-                bar.close()
-                bar = None
-                run.logger.info("epoch %d done: step %d, last loss %.4f", epoch + 1, step + 1, loss)
-            maybe_checkpoint(run, step, epoch_end)
-            if epoch_end and cfg.data.val_manifest:
-                if keep_best(run, validate(run, metrics, step), step):
-                    maybe_checkpoint(run, step, epoch_end, last=True)
-                    break
+    first_use = FirstUse(run.source, run.logger.warning, cfg.train.max_bad_steps, group_size > 1)
+    with MetricsLog.open(cfg, rank, run.start, run.logger.warning) as metrics:
+        run.logger.info("metrics: %s", os.path.abspath(metrics.path))
+        train_steps(run, iterator, guard, first_use, metrics)
     if guard.total:
         run.logger.warning("%d steps were skipped for non-finite values", guard.total)
+    if first_use.report:
+        run.logger.warning("skipped where first read: %s", first_use.report.text())
     if rank == 0:
         try:
             png = plot_curves(metrics_path, os.path.join(cfg.train.log_dir, "learning_curves.png"))

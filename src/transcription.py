@@ -32,6 +32,7 @@ from src.features import (
     AudioError,
     audio_info,
     features_of,
+    pcm16,
     read_error,
     resampled,
     stft_params,
@@ -122,8 +123,8 @@ def read_chunks(path, sample_rate, chunk_seconds, frame_seconds):
             rate = f.samplerate
             size, step = chunk_sizes(rate, chunk_seconds, frame_seconds)
             buffer, offset = np.zeros(0, np.float32), 0
-            for block in f.blocks(blocksize=step, dtype="int16", always_2d=True):
-                buffer = np.concatenate([buffer, to_mono(block)])
+            for block in f.blocks(blocksize=step, dtype="float32", always_2d=True):
+                buffer = np.concatenate([buffer, to_mono(pcm16(block, path))])
                 while len(buffer) > size:  # more audio follows this chunk
                     yield offset / rate, resampled(buffer[:size], rate, sample_rate)
                     buffer, offset = buffer[step:], offset + step
@@ -207,10 +208,11 @@ class Transcriber:
     """Transcription of recordings with an inference network (checkpoint or MindIR) and the
     configured decoder (decode.*), which runs in decode.workers processes beside the network
     (close() ends them). At most two batches of chunks wait for their decoder, so memory stays
-    bounded however long the file."""
+    bounded however long the file. `run(function, *args)` runs each network pass (serve.py: in
+    the thread that runs all of its MindSpore graphs, src/batching.py)."""
 
-    def __init__(self, net, cfg):
-        self.net, self.cfg = net, cfg
+    def __init__(self, net, cfg, run=None):
+        self.net, self.cfg, self.run = net, cfg, run or (lambda function, *args: function(*args))
         self.seconds = Counter()  # time spent: "audio+features", "network", "decoding"
         self.labels = load_labels(cfg.labels_path)
         self.pool = DecoderPool(cfg.decode, self.labels, cfg.decode.workers)
@@ -286,7 +288,8 @@ class Transcriber:
         # (B, 1, F, T), (B,)
         x, lengths = _inference().pad_batch(specs, -(-longest // PAD_FRAMES) * PAD_FRAMES)
         t1 = time.perf_counter()
-        probs, out_lengths = _inference().log_probs(self.net, x, lengths)  # (T', B, C), (B,)
+        # (T', B, C), (B,)
+        probs, out_lengths = self.run(_inference().log_probs, self.net, x, lengths)
         self.seconds["audio+features"] += t1 - t0
         self.seconds["network"] += time.perf_counter() - t1
         return [(offset, probs[:int(out_lengths[b]), b]) for b, (offset, _) in enumerate(chunks)]

@@ -34,3 +34,15 @@ def timed_words(words, probs, labels, frame_seconds, offset=0.0, duration=math.i
              "end": round(min(offset + end * frame_seconds, duration), 3),
              "confidence": round(word_confidence(probs, start, end, blank, space), 4)}
             for word, start, end in words]
+
+
+def clip_event(event, duration):
+    """A streaming event with its times and its words' times at most `duration` seconds (the
+    last output frame of a stream can reach past the end of its audio)."""
+    def clip(item):
+        return {**item, "start": round(min(item["start"], duration), 3),
+                "end": round(min(item["end"], duration), 3)}
+    event = clip(event)
+    if "words" in event:
+        event["words"] = [clip(w) for w in event["words"]]
+    return event

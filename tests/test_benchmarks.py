@@ -161,3 +161,14 @@ def test_streaming_latency_benchmark_reports_its_fields_consistently(sample_data
     assert out["algorithmic_latency_ms"] == 340
     assert 0 < out["step_ms"]["median"] <= out["step_ms"]["p95"]
     assert out["rtf"] > 0 and out["streams"] in (0, 1)
+
+
+def test_serve_load_benchmark_reports_each_client_count_and_the_sustained_one(sample_data):
+    proc = run([sys.executable, "benchmarks/serve_load.py", "--sizes", "16x1", "--streams",
+                "1,2", "--seconds", "1", "--max_batch", "2", "--max_latency", "30",
+                f"--manifest={sample_data / 'libri_test_clean_manifest.csv'}"])
+    lines = [json.loads(line) for line in proc.stdout.strip().splitlines()]
+    assert [line.get("streams") for line in lines[:2]] == [1, 2]
+    assert all(line["kept_up"] and line["close_latency_s"]["max"] >= 0 for line in lines[:2])
+    assert 1 <= lines[1]["mean_batch"] <= 2
+    assert lines[2]["sustained_streams"] == 2 and lines[2]["chunk_ms"] == 120

@@ -57,14 +57,50 @@ def test_missing_file_names_the_manifest_line(tmp_path):
         read_manifest(str(tmp_path / "none.csv"))
 
 
-def test_unreadable_audio_is_skipped_counted_and_named(tmp_path):
+def zoo_csv(path, entries):
+    """A model-zoo CSV of `entries`: no duration column (the audio headers are read)."""
+    path.write_text("".join(f"{w},{t}\n" for w, t, _ in entries))
+    return str(path)
+
+
+def test_unreadable_audio_without_a_duration_is_skipped_counted_and_named(tmp_path):
     entries = make_corpus(tmp_path, [1.0, 1.0])
     (tmp_path / "wav" / "u1.wav").write_bytes(b"RIFF garbage")
+    cfg = load_config([])
+    utts, report = load_utterances(zoo_csv(tmp_path / "m.csv", entries), cfg.features,
+                                   make_encoder(cfg))
+    assert [os.path.basename(u.audio) for u in utts] == ["u0.wav"]
+    assert report == {"unreadable audio": 1} and "m.csv:2" in report.files[0]
+
+
+def test_audio_that_fails_where_first_read_is_replaced_counted_and_named(tmp_path):
+    """Durations from the manifest: audio is first opened by the batch, which keeps its shape
+    (a copy of an utterance that worked) and flags the row; FirstUse counts and names it once."""
+    from src.dataset import FIRST_USE, LONGER, UNREADABLE, FirstUse
+    entries = make_corpus(tmp_path, [1.0, 1.0, 1.02, 0.9])
+    (tmp_path / "wav" / "u1.wav").write_bytes(b"RIFF garbage")
+    entries[2] = (*entries[2][:2], 0.9)  # the manifest says 0.9 s: 1.02 s do not fit its pad
     write_manifests(entries, tmp_path / "m.csv", tmp_path / "m.json", tmp_path)
     cfg = load_config([])
     utts, report = load_utterances(str(tmp_path / "m.csv"), cfg.features, make_encoder(cfg))
-    assert [os.path.basename(u.audio) for u in utts] == ["u0.wav"]
-    assert report == {"unreadable audio": 1} and "m.csv:2" in report.files[0]
+    assert len(utts) == 4 and not report  # no audio opened yet
+    src = BatchSource(utts, cfg.features, Batching(4, 1, epochs=2))
+    inputs, lengths, targets, target_lengths, flags = src[0]
+    chosen = [os.path.basename(utts[n].audio) for n in src.item_batch(0)[0]]
+    assert dict(zip(chosen, flags.tolist())) == {"u0.wav": 0, "u1.wav": UNREADABLE,
+                                                 "u2.wav": LONGER, "u3.wav": 0}
+    good = flags.tolist().index(0)
+    for j in np.flatnonzero(flags):
+        np.testing.assert_array_equal(inputs[j], inputs[good])
+        assert lengths[j] == lengths[good] and target_lengths[j] == target_lengths[good]
+    warned = []
+    first_use = FirstUse(src, warned.append, limit=3)
+    for step in (0, 1):  # the same files again in epoch 2: counted and named once
+        batches = [src[item] for item in src.micro_batches(step)]
+        assert len(first_use.screen(step, batches)[0]) == 4  # the COLUMNS, trained on
+    assert first_use.report == {FIRST_USE[UNREADABLE]: 1, FIRST_USE[LONGER]: 1}
+    assert len(warned) == 2 and "u1.wav" in warned[0] + warned[1]
+    assert "cannot read audio" in "".join(first_use.report.files)
 
 
 def test_filters_are_counted_not_cropped(tmp_path):
@@ -88,13 +124,13 @@ def test_batches_pad_with_zeros_and_shuffle_per_epoch(tmp_path):
     assert len(src) == 3 * 4
     orders = [src.epoch_order(e).tolist() for e in range(3)]
     assert all(sorted(o) == [0, 1, 2, 3] for o in orders) and len(set(map(tuple, orders))) > 1
-    inputs, lengths, targets, target_lengths = src[5]
+    inputs, lengths, targets, target_lengths = src[5][:4]
     for j, u in enumerate(src.batch_utterances(5)):
         spec = spectrogram(load_audio(u.audio, 16000))
         assert lengths[j] == spec.shape[1] == u.frames
         np.testing.assert_array_equal(inputs[j, 0, :, :lengths[j]], spec)
         assert not inputs[j, 0, :, lengths[j]:].any()
-        assert targets[j, :target_lengths[j]].tolist() == u.label
+        assert targets[j, :target_lengths[j]].tolist() == u.label.tolist()
 
 
 def test_shards_partition_each_epoch(tmp_path):
@@ -125,11 +161,28 @@ def test_paths_with_commas_and_quotes_survive_the_csv_round_trip(tmp_path):
 def test_a_manifest_with_nothing_usable_names_itself_and_why(tmp_path):
     entries = make_corpus(tmp_path, [1.0])
     (tmp_path / "wav" / "u0.wav").write_bytes(b"RIFF garbage")
-    write_manifests(entries, tmp_path / "m.csv", tmp_path / "m.json", tmp_path)
     cfg = load_config([])
     with pytest.raises(ManifestError, match=r"m\.csv: no usable utterances \(skipped: 1 "
                                             r"unreadable audio; first: .*m\.csv:1: cannot read"):
-        load_utterances(str(tmp_path / "m.csv"), cfg.features, make_encoder(cfg))
+        load_utterances(zoo_csv(tmp_path / "m.csv", entries), cfg.features, make_encoder(cfg))
+
+
+def test_a_batch_with_nothing_readable_stops_the_run_after_the_limit(tmp_path):
+    from src.dataset import FirstUse
+    entries = make_corpus(tmp_path, [1.0, 1.0])
+    for name in ("u0.wav", "u1.wav"):
+        (tmp_path / "wav" / name).write_bytes(b"RIFF garbage")
+    write_manifests(entries, tmp_path / "m.csv", tmp_path / "m.json", tmp_path)
+    cfg = load_config([])
+    utts, _ = load_utterances(str(tmp_path / "m.csv"), cfg.features, make_encoder(cfg))
+    src = BatchSource(utts, cfg.features, Batching(1, 1, epochs=3))  # 2 steps an epoch
+    first_use = FirstUse(src, lambda line: None, limit=5)  # an epoch's worth stops it
+    assert first_use.screen(0, [src[0]]) == []  # the step is skipped
+    with pytest.raises(ManifestError, match=r"step 2: no utterance of the last 2 step\(s\) could "
+                                            r"be read \(first: .*cannot read audio .*--check_data"):
+        first_use.screen(1, [src[1]])
+    with pytest.raises(ManifestError, match="no utterance of a batch could be read"):
+        FirstUse(src, lambda line: None, limit=0, data_parallel=True).screen(0, [src[0]])
 
 
 def _runs(mask):
@@ -180,3 +233,13 @@ def test_training_batches_are_augmented_the_same_way_on_every_visit(sample_data)
         assert np.all(x[masked] == 0)  # augmentation only zeroes, inside the real frames
         for j, n in enumerate(lengths):
             assert not masked[j, :, :, n:].any()
+
+
+@pytest.mark.parametrize("texts", [
+    ["HELLO WORLD", "IT'S A TEST", "", "A"],  # normal already: kept as they are
+    ["hello  world ", "\tTABS\nAND\x1fSEPARATORS\r", "IT’S", "  ", "X"],
+    ["CAF\u00c9 AU LAIT", "NBSP\u00a0HERE", "NUL\0INSIDE", "OK"]])
+def test_transcripts_normalised_together_equal_one_by_one(texts):
+    from src.dataset import normalized
+    from src.text import normalize_transcript
+    assert normalized(texts) == [normalize_transcript(t) for t in texts]

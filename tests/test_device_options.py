@@ -9,7 +9,7 @@ def _first_step(ms, overrides, fast_conv=True, device=None):
     device = [f"--device_target={device}"] if device else []
     ms.set_seed(3)
     _, _, step = tiny_step([*device, *overrides], fast_conv=fast_conv)  # GPU: loss-scaled
-    loss, finite = step(*tiny_batch(ms))
+    loss, finite, _ = step(*tiny_batch(ms))
     return loss, bool(finite.asnumpy()), step
 
 
@@ -31,7 +31,7 @@ def _check_float16_step_with_loss_scaling(ms, step, loss, finite):
             break
         scale /= 2
         assert float(step.loss_scale.asnumpy()) == scale
-        loss, ok = step(*batch)
+        loss, ok, _ = step(*batch)
         finite = bool(ok.asnumpy())
     assert finite, "no finite float16 step within 12 halvings of the loss scale"
 
@@ -80,7 +80,7 @@ def test_dynamic_loss_scaling_on_cpu_halves_skips_grows_and_equals_the_unscaled_
 
     scales, finite = [], []
     for batch in (good[0], good[1], bad, good[2], good[3]):
-        _, ok = scaled(*batch)
+        _, ok, _ = scaled(*batch)
         finite.append(bool(ok.asnumpy()))
         scales.append(float(scaled.loss_scale.asnumpy()))
     assert finite == [True, True, False, True, True]

@@ -85,9 +85,10 @@ CASES = [
                            "--manifests={d}/raw.csv"],
      "{d}/raw.csv: no usable utterances (skipped: 1 unreadable audio; first: {d}/raw.csv:1: "
      "cannot read audio {d}/s.raw: no audio header"),
-    ("corrupt audio in training", [PY, "train.py", "--train_manifest={d}/corrupt.csv",
-                                   "--hidden_size=16", "--num_layers=1", "--val_manifest=",
-                                   "--checkpoint_dir={d}/ck_corrupt", "--log_dir={d}/log_corrupt"],
+    ("only corrupt audio in training", [PY, "train.py", "--train_manifest={d}/only_corrupt.csv",
+                                        "--hidden_size=16", "--num_layers=1", "--val_manifest=",
+                                        "--checkpoint_dir={d}/ck_corrupt",
+                                        "--log_dir={d}/log_corrupt"],
      "cannot read audio {d}/corrupt.flac"),
     ("not utf-8", [PY, "eval.py", "--checkpoint={d}/tiny.ckpt", "--manifests={d}/latin1.csv"],
      "transcript {d}/latin1.txt is not UTF-8 text"),
@@ -181,12 +182,20 @@ def test_output_locations_are_checked_before_any_work(files):
     assert "train manifest" not in proc.stderr and "epoch" not in proc.stderr
 
 
-def test_training_stops_on_undecodable_audio_with_its_name_in_the_log(files):
-    run([PY, "train.py", f"--train_manifest={files}/corrupt.csv", "--hidden_size=16",
-         "--num_layers=1", "--val_manifest=", f"--checkpoint_dir={files}/ck_log",
-         f"--log_dir={files}/log_stop"], ok=False)
+def test_undecodable_audio_is_named_in_the_log_and_training_goes_on_without_it(files):
+    """Found where it is first read: its batch trains on the others, the file is named and
+    counted; a run with nothing readable stops, naming it."""
+    common = ["--hidden_size=16", "--num_layers=1", "--val_manifest=", "--epochs=2"]
+    run([PY, "train.py", f"--train_manifest={files}/corrupt.csv", *common,
+         f"--checkpoint_dir={files}/ck_log", f"--log_dir={files}/log_goes_on"])
+    log = (files / "log_goes_on" / "train.log").read_text()
+    assert log.count(f"skipped where first read: cannot read audio {files}/corrupt.flac") == 1
+    assert "epoch 2 done: step 2" in log and "skipped where first read: 1 unreadable audio" in log
+    run([PY, "train.py", f"--train_manifest={files}/only_corrupt.csv", *common,
+         f"--checkpoint_dir={files}/ck_stop", f"--log_dir={files}/log_stop"], ok=False)
     log = (files / "log_stop" / "train.log").read_text()
-    assert f"ERROR stopped: cannot read audio {files}/corrupt.flac" in log
+    assert f"ERROR stopped: step 1: no utterance of the last 1 step(s) could be read (first: " \
+           f"cannot read audio {files}/corrupt.flac" in log
     assert "resume with --resume=auto" in log
 
 

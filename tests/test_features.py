@@ -47,6 +47,23 @@ def test_load_audio_int16_scaling_and_stereo_downmix(tmp_path):
     np.testing.assert_allclose(wave, (left.astype(np.float32) + right) / 2 / 32767, atol=1e-6)
 
 
+@pytest.mark.parametrize("subtype", ["FLOAT", "DOUBLE", "PCM_24"])
+def test_float_and_24_bit_files_read_as_their_16_bit_copy(tmp_path, subtype):
+    """libsndfile's int16 read of a float file gives zeros (no scaling): read as float, then
+    rounded to 16 bits, every format gives its 16-bit copy's samples."""
+    from src.transcription import read_chunks
+    from transcribe import file_blocks
+    pcm = (np.random.default_rng(0).standard_normal(16000) * 6000).astype(np.int16)
+    sf.write(tmp_path / "pcm16.wav", pcm, 16000, subtype="PCM_16")
+    sf.write(tmp_path / "other.wav", pcm / 32768.0, 16000, subtype=subtype)
+    want = load_audio(str(tmp_path / "pcm16.wav"), 16000)
+    np.testing.assert_array_equal(load_audio(str(tmp_path / "other.wav"), 16000), want)
+    (_, chunk), = read_chunks(str(tmp_path / "other.wav"), 16000, 15, 0.02)
+    np.testing.assert_array_equal(chunk, want)
+    _, _, blocks = file_blocks(str(tmp_path / "other.wav"), 120)
+    np.testing.assert_array_equal(np.concatenate(list(blocks))[:, 0], pcm)
+
+
 def test_flac_and_resampling(tmp_path):
     t = np.arange(8000) / 8000
     tone = (0.5 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16)

@@ -127,13 +127,13 @@ def test_non_finite_step_is_skipped_and_repeated_ones_stop_the_run(ms_context):
     before = snapshot()
     bad = x.copy()
     bad[1, 0, 5, 7] = np.nan
-    loss, ok = step(ms.Tensor(bad), *batch)
+    loss, ok, _ = step(ms.Tensor(bad), *batch)
     assert not bool(ok.asnumpy()) and not np.isfinite(float(loss.asnumpy()))
     after = snapshot()
     assert all(np.array_equal(before[k], after[k], equal_nan=True) for k in before if
                "moving" not in k)  # no weight, moment or step counter moved
-    loss, ok = step(ms.Tensor(x), *batch)
-    assert bool(ok.asnumpy())
+    loss, ok, norm = step(ms.Tensor(x), *batch)
+    assert bool(ok.asnumpy()) and float(norm.asnumpy()) > 0
     assert not np.array_equal(snapshot()["fc.module.weight"], before["fc.module.weight"])
 
     guard = BadStepGuard(3, logging.getLogger("test"))

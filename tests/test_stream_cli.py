@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 
 from conftest import REPO, run
+from src.word_times import clip_event
 from transcribe import split_command_line
 
 HIDDEN = 16
@@ -370,7 +371,7 @@ def test_the_capture_loop_on_fake_blocks_gives_the_finals_of_stream(models, stre
     want = stream_finals(streamed, paths[1])
     assert len(finals) == len(want)
     for got, final in zip(finals, want):  # the file's times are clipped to its duration
-        assert cli.clipped(got, len(pcm) / rate) == final
+        assert clip_event(got, len(pcm) / rate) == final
 
 
 def test_the_microphone_transcribes_until_ctrl_c_which_flushes_the_last_final(
@@ -378,7 +379,6 @@ def test_the_microphone_transcribes_until_ctrl_c_which_flushes_the_last_final(
     """transcribe.py --microphone with a fake device (the utterance at real-time pace, then
     SIGINT, which MindSpore's own handler turns into SIGTERM after a network step): the finals
     of --stream on that audio, the last one flushed, exit status 0."""
-    import transcribe as cli
     root, _, _, paths = models
     env = {**os.environ, "PYTHONPATH": str(fake_sounddevice), "FAKE_MICROPHONE": paths[0]}
     proc = transcribe(root, "--microphone", "--format=json", "--endpoint_silence=0.04",
@@ -388,7 +388,7 @@ def test_the_microphone_transcribes_until_ctrl_c_which_flushes_the_last_final(
     events = json_events(proc)
     assert {e["path"] for e in events} == {None}
     duration = sf.info(paths[0]).duration
-    assert [{k: v for k, v in cli.clipped(e, duration).items() if k != "path"}
+    assert [{k: v for k, v in clip_event(e, duration).items() if k != "path"}
             for e in events] == stream_finals(streamed, paths[0])
 
 

@@ -94,6 +94,38 @@ def test_streaming_equals_the_offline_pass_for_any_piece_sizes(model, corpus, ms
         assert greedy(got) == greedy(want)
 
 
+def test_streams_batched_by_a_shared_step_equal_the_offline_pass_each(model, corpus,
+                                                                     ms_context):
+    """serve.py's batching (src/batching.py): five streams in their own threads, pieces of
+    different sizes, their chunk steps run as batches of up to 4 (padded to powers of two):
+    each stream's log-probabilities are its offline pass's, as a stream alone gives them."""
+    import threading
+
+    from src.batching import SharedStep
+    from src.features import load_audio
+    from src.streaming import StreamingRecognizer
+    from src.streaming_step import network_step
+    cfg, net = model
+    waves = [load_audio(path, 16000) for path in corpus[:5]]
+    shared, got = SharedStep(network_step(net, cfg), max_batch=4), [None] * len(waves)
+
+    def run(k):
+        got[k] = streamed(StreamingRecognizer(shared), waves[k], [300 + 97 * k] * 200)
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(waves))]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        shared.close()
+    assert shared.batches < shared.steps  # some steps did run together
+    for wave, probs in zip(waves, got):
+        want = offline(ms_context, net, cfg, [wave])[0]
+        assert probs.shape == want.shape and np.abs(probs - want).max() <= 1e-4
+        assert greedy(probs) == greedy(want)
+
+
 def test_one_sample_pieces_and_the_latency_they_show(model, corpus, ms_context):
     """Fed one sample at a time, each output frame comes out as soon as its last sample is in:
     its delay behind the frame's time is at most algorithmic_latency_ms, and reaches it."""
