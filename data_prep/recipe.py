@@ -47,6 +47,10 @@ LMS = {"3-gram.pruned.3e-7": "3-gram.pruned.3e-7.arpa.gz",  # SLR11's, the zoo c
 READS = {3: ("seed", "mode", "labels_path", "features", "model", "data", "augment", "train"),
          5: ("labels_path", "features", "model", "data", "decode", "tune_lm"),
          6: ("labels_path", "features", "model", "data", "decode", "eval")}
+# ... but for the keys that change how fast or how verbosely a stage runs, not its outputs: a
+# change of them alone does not make any stage run again.
+SPEED_ONLY = {"data": ("read_threads", "num_parallel_workers"),
+              "train": ("tensorboard", "log_interval", "check_data"), "decode": ("workers",)}
 ENTRIES = {3: "train", 5: "tune_lm", 6: "eval"}
 # Config keys whose values the recipe sets itself (its folders, the tuned decoder): the leaf
 # names, as --key=value or --section.key=value would give them.
@@ -155,9 +159,16 @@ def parse_args(argv):
                               entry=entry, checks=False)
         except ConfigError as err:
             raise UsageError(str(err)) from None
-        configs[stage] = {section: to_dict(cfg[section]) if isinstance(cfg[section], dict)
-                          else cfg[section] for section in READS[stage]}
+        configs[stage] = {section: _outcome_keys(section, cfg[section])
+                          for section in READS[stage]}
     return opts, overrides, configs
+
+
+def _outcome_keys(section, value):
+    """A config section's value without its SPEED_ONLY keys (a stage's settings record)."""
+    if not isinstance(value, dict):
+        return value
+    return {k: v for k, v in to_dict(value).items() if k not in SPEED_ONLY.get(section, ())}
 
 
 def duration_text(seconds):

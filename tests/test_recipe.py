@@ -173,6 +173,10 @@ def test_a_changed_setting_reruns_its_stage_and_the_ones_after_it(workspace):
     out = run(recipe_command(workspace, "--stage", "3", "--stop_stage", "4", "--beam_width=16"),
               cwd=workspace)
     assert "stage 3 (train): done, skipped" in out and "stage 4 (average): done, skipped" in out
+    # how fast or how verbosely it runs changes no output: nothing runs again
+    out = run(recipe_command(workspace, "--stage", "3", "--stop_stage", "4", "--read_threads=3",
+                             "--log_interval=5", "--tensorboard=false"), cwd=workspace)
+    assert "stage 3 (train): done, skipped" in out and "stage 4 (average): done, skipped" in out
 
 
 def test_pretrained_checkpoint_is_scored_without_training(workspace):
