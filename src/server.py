@@ -30,6 +30,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import WSMsgType, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from src import stream_protocol as protocol
 from src.errors import UserError
@@ -68,7 +69,7 @@ class Server:
     def __init__(self, models, serve_cfg):
         self.models, self.limits = models, serve_cfg
         self.open_streams, self.numbers, self.sockets = 0, itertools.count(1), set()
-        self.uploads = 0
+        self.uploads, self.stopping = 0, False
         self.stream_threads = ThreadPoolExecutor(serve_cfg.max_streams, "stream")
         self.upload_thread = ThreadPoolExecutor(1, "upload")  # uploads one at a time
 
@@ -84,6 +85,7 @@ class Server:
 
     async def _close_streams(self, app):
         """Ctrl-C / SIGTERM: every open stream is told and closed (1001), not cut."""
+        self.stopping = True
         for ws in list(self.sockets):
             await _refuse(ws, Refusal("the server is stopping", GOING_AWAY))
 
@@ -124,7 +126,8 @@ class Server:
             record.outcome = f"refused ({refusal.code}): {refusal}"
             await _refuse(ws, refusal)
         except ClientGone:
-            record.outcome = f"client left (close code {ws.close_code})"
+            record.outcome = ("closed (1001): the server is stopping" if self.stopping else
+                              f"client left (close code {ws.close_code})")
         except asyncio.CancelledError:  # the server stops
             record.outcome = "closed: the server is stopping"
             log(record.line())
@@ -146,14 +149,19 @@ class Server:
                                                                        settings.channels)
         rate, longest = settings.sample_rate, self.limits.max_stream_seconds
         while True:
-            message = await self._receive(ws)
+            try:
+                message = await self._receive(ws)
+            except Refusal as refusal:
+                if refusal.code == protocol.POLICY:  # idle: what was said still gets its final
+                    await self._finish(ws, record, settings, engine)
+                raise
             if message.type == WSMsgType.TEXT:
                 _end_message(message.data)
                 break
             samples = pcm(message.data)
-            record.audio += len(samples) / rate
-            await self._send(ws, record, settings, await self._run(record, engine.accept,
-                                                                   samples, rate))
+            events = await self._run(record, engine.accept, samples, rate)
+            record.audio += len(samples) / rate  # refused samples (NaN) are not counted
+            await self._send(ws, record, settings, events)
             if record.audio > longest:
                 await self._finish(ws, record, settings, engine)
                 raise Refusal(f"the stream reached {longest:g} s of audio (serve."
@@ -220,50 +228,55 @@ class Server:
     # POST /v1/transcribe
 
     async def transcribe(self, request):
-        started, name = time.monotonic(), "upload"
+        upload = {"name": request.query.get("filename", "upload"), "started": time.monotonic()}
         if self.uploads >= UPLOADS:
-            return web.json_response({"error": f"the server is busy: {UPLOADS} uploads in "
-                                      "progress or waiting; try again later"}, status=503)
+            return _refused_upload(upload, UploadRefusal(
+                503, f"the server is busy: {UPLOADS} uploads in progress or waiting; try "
+                     "again later"))
         self.uploads += 1
         try:
-            return await self._transcribe(request, started, name)
+            return await self._transcribe(request, upload)
+        except ConnectionError:  # the client left while sending
+            log(f"upload {upload['name']!r}: client left before its end")
+            return web.Response(status=400)
         finally:
             self.uploads -= 1
 
-    async def _transcribe(self, request, started, name):
+    async def _transcribe(self, request, upload):
         try:
-            name, path = await self._upload(request)
+            path = await self._upload(request, upload)
             try:
                 result = await asyncio.get_running_loop().run_in_executor(
-                    self.upload_thread, self.models.transcribe_file, path, name)
+                    self.upload_thread, self.models.transcribe_file, path, upload["name"])
             except UserError as err:  # not audio, empty, NaN: named in one line
                 raise UploadRefusal(400, str(err)) from None
             finally:
                 os.unlink(path)
         except UploadRefusal as refusal:
-            log(f"upload {name!r}: refused ({refusal.status}): {refusal}")
-            return web.json_response({"error": str(refusal)}, status=refusal.status)
+            return _refused_upload(upload, refusal)
+        name, started = upload["name"], upload["started"]
         log(f"upload {name!r}: {result['duration']:.2f} s audio, "
             f"{time.monotonic() - started:.2f} s processing, {len(result['text'])} characters")
         return web.json_response(result)
 
-    async def _upload(self, request):
-        """(its name, a temporary file holding it) of the upload: the first file of a
-        multipart body, or the raw body. UploadRefusal for what cannot be transcribed."""
+    async def _upload(self, request, upload):
+        """A temporary file holding the upload (the first file of a multipart body, or the
+        raw body); upload["name"] its name. UploadRefusal for what cannot be transcribed."""
         limit = int(self.limits.max_upload_mb * 1024 * 1024)
         if (request.content_length or 0) > limit:
             raise UploadRefusal(413, _too_large(request.content_length, self.limits))
+        read = request.content.read
         if request.content_type.startswith("multipart/"):
             try:
                 part = await _first_file(await request.multipart())
-            except (ValueError, AttributeError, AssertionError) as err:  # a malformed body
-                raise UploadRefusal(400, f"the multipart body cannot be read: {err}") from None
-            name, read = part.filename or "upload", part.read_chunk
-        else:
-            name, read = request.query.get("filename", "upload"), request.content.read
+            except (ValueError, AttributeError, AssertionError, HttpProcessingError) as err:
+                raise UploadRefusal(400, "the multipart body cannot be read: "
+                                    f"{_one_line(err)}") from None
+            upload["name"], read = part.filename or "upload", part.read_chunk
         # the temporary file's extension (libsndfile may use it), of safe characters only
-        suffix = re.sub(r"[^A-Za-z0-9.]", "", os.path.splitext(os.path.basename(name))[1])[:10]
-        fd, path = tempfile.mkstemp(prefix="serve-", suffix=suffix)
+        suffix = os.path.splitext(os.path.basename(upload["name"]))[1]
+        fd, path = tempfile.mkstemp(prefix="serve-", suffix=re.sub(r"[^A-Za-z0-9.]", "",
+                                                                   suffix)[:10])
         try:
             size = await _copy(read, fd, limit, self.limits)
         except BaseException:
@@ -271,8 +284,8 @@ class Server:
             raise
         if size == 0:
             os.unlink(path)
-            raise UploadRefusal(400, f"{name}: the upload is empty")
-        return name, path
+            raise UploadRefusal(400, f"{upload['name']}: the upload is empty")
+        return path
 
 
 class UploadRefusal(Exception):
@@ -293,12 +306,32 @@ async def _first_file(reader):
     raise UploadRefusal(400, "the multipart body holds no file (a part named \"file\")")
 
 
+def _refused_upload(upload, refusal):
+    log(f"upload {upload['name']!r}: refused ({refusal.status}): {refusal}")
+    return web.json_response({"error": str(refusal)}, status=refusal.status)
+
+
+def _one_line(err):
+    return " ".join(str(err).split())
+
+
 async def _copy(read, fd, limit, limits):
     """read(CHUNK) until b"" into the file descriptor `fd` (closed after) -> bytes copied;
-    UploadRefusal 413 past `limit`."""
+    UploadRefusal 413 past `limit`, 408 when the client sends nothing for serve.idle_timeout
+    (a stalled upload would hold one of the UPLOADS places for ever), 400 for a body that
+    breaks the multipart format."""
     size = 0
     with os.fdopen(fd, "wb") as f:
-        while chunk := await read(CHUNK):
+        while True:
+            try:
+                chunk = await asyncio.wait_for(read(CHUNK), limits.idle_timeout)
+            except asyncio.TimeoutError:
+                raise UploadRefusal(408, f"no data for {limits.idle_timeout:g} s "
+                                         "(serve.idle_timeout): the upload is dropped") from None
+            except (ValueError, HttpProcessingError) as err:
+                raise UploadRefusal(400, f"the body cannot be read: {_one_line(err)}") from None
+            if not chunk:
+                break
             size += len(chunk)
             if size > limit:
                 raise UploadRefusal(413, _too_large(None, limits))
@@ -310,7 +343,7 @@ def _end_message(text):
     """A text message after the start: {"event": "end"}, else Refusal."""
     try:
         message = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         message = None
     if message != {"event": "end"}:
         raise Refusal(f"unexpected message {text[:80]!r}: after the start message send binary "

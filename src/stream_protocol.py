@@ -48,7 +48,7 @@ def parse_start(text, decoders, beam_width):
     may ask for, the server's default first; beam_width: the most a stream may ask for."""
     try:
         start = json.loads(text)
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:  # RecursionError: a deeply nested array
         raise Refusal(f"the start message is not JSON ({err}): send "
                       '{"sample_rate": 16000, "format": "pcm_s16le"} first') from None
     if not isinstance(start, dict):
@@ -59,7 +59,7 @@ def parse_start(text, decoders, beam_width):
         raise Refusal(f"unknown start message fields {unknown}: the fields are "
                       f"{', '.join(START_KEYS)}")
     fmt = start.get("format", "pcm_s16le")
-    if fmt not in FORMATS:
+    if not isinstance(fmt, str) or fmt not in FORMATS:
         raise Refusal(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
     partials = start.get("partials", True)
     if not isinstance(partials, bool):
@@ -90,7 +90,7 @@ def _decoder(decode, decoders, beam_width):
         raise Refusal(f"decode settings {unknown} cannot be chosen per stream; a stream may set "
                       f"{', '.join(DECODE_KEYS)}")
     method = decode.get("method", next(iter(decoders)))
-    if method not in decoders:
+    if not isinstance(method, str) or method not in decoders:
         raise Refusal(f"decode method {method!r} is not allowed here: one of "
                       f"{', '.join(decoders)} (serve.decode_methods)")
     decoder = decoders[method]

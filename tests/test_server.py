@@ -306,6 +306,9 @@ def test_refused_streams_get_an_error_event_and_a_close_reason(server, clips, re
         ({**start, "sample_rate": -16000}, [], 1003, "sample_rate"),
         ({**start, "sample_rate": "fast"}, [], 1003, "sample_rate"),
         ({**start, "volume": 3}, [], 1003, "unknown start message fields"),
+        ({**start, "format": ["pcm_s16le"]}, [], 1003, "format ['pcm_s16le']"),
+        ({**start, "decode": {"method": ["beam"]}}, [], 1003, "not allowed"),
+        ("[" * 20000 + "]" * 20000, [], 1003, "not JSON"),
         ({**start, "format": "f32le"}, [nan], 1007, "NaN"),
         (start, [b"\0" * (70 * 1024)], 1009, "serve.max_message_kb=64"),
     ]
@@ -321,6 +324,40 @@ def test_refused_streams_get_an_error_event_and_a_close_reason(server, clips, re
     events, code, _ = stream(server, clips["one"])  # served as before
     assert code == 1000 and finals(events) == reference["one"]
     assert "refused (1003)" in server.log and "refused (1007)" in server.log
+    assert "Traceback" not in server.log
+
+
+def test_stalled_broken_and_abandoned_uploads_are_dropped_and_logged(server, clips):
+    """A client that stops sending its body (408 after serve.idle_timeout: it would hold an
+    upload place for ever), a multipart header broken by a CR LF (400), a client that leaves
+    mid-body (one log line): no traceback, and the next upload is served."""
+    import socket
+    with open(clips["one"], "rb") as f:
+        wav = f.read()
+    port = int(server.url.rsplit(":", 1)[1])
+
+    def raw(request, wait):
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(request)
+            if not wait:
+                return b""
+            return sock.recv(65536)
+    head = (f"POST /v1/transcribe?filename=stall.wav HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Length: {len(wav)}\r\n\r\n").encode()
+    assert b" 408 " in raw(head + wav[:1000], wait=True).split(b"\r\n")[0]
+    raw(head.replace(b"stall", b"gone") + wav[:1000], wait=False)  # closes mid-body
+    body = (b'--XX\r\nContent-Disposition: form-data; name="file"; filename="a\r\nb.wav"'
+            b'\r\n\r\nzz\r\n--XX--\r\n')
+    broken = (f"POST /v1/transcribe HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+              f"boundary=XX\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    assert b" 400 " in raw(broken, wait=True).split(b"\r\n")[0]
+    status, result = asyncio.run(_post_multipart(server.url, "after.wav", wav))
+    assert status == 200 and result["path"] == "after.wav"
+    deadline = time.monotonic() + 10
+    while "'gone.wav': client left" not in server.log and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "'gone.wav': client left before its end" in server.log
+    assert "'stall.wav': refused (408)" in server.log and "Traceback" not in server.log
 
 
 def test_a_text_message_other_than_end_is_refused(server):
@@ -351,6 +388,9 @@ def test_idle_clients_and_streams_over_the_limit_are_closed_with_a_reason(server
     assert all(code == 1008 and "serve.idle_timeout" in events[0]["message"]
                for events, code in idle)
     assert waited < 3 + 5  # idle_timeout 3 s
+    events, code, _ = stream(server, clips["two"], end=False)  # audio, then silence
+    assert code == 1008 and "serve.idle_timeout" in events[-1]["message"]
+    assert finals(events) == reference["two"]  # what was said still got its final
     events, code, _ = stream(server, clips["two"])
     assert code == 1000 and finals(events) == reference["two"]
 
