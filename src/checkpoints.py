@@ -63,13 +63,6 @@ def check_features(param_dict, feature_cfg, source):
                               f"run with the checkpoint's settings: {theirs}")
 
 
-def recorded_features(path):
-    """{key: value} of the feature settings a checkpoint records; {} for one without (the
-    model zoo's, older ones)."""
-    stored = read_checkpoint(path).get(FEATURES_KEY)
-    return {} if stored is None else json.loads(stored)
-
-
 def save_network(cell, path, feature_cfg=None, extra=None):
     """Atomically write `cell`'s parameters, the feature settings (when given) and `extra`
     entries ({name: number or str}) to `path`."""
@@ -98,10 +91,14 @@ def load_weights(network, param_dict, source="checkpoint"):
     ms.load_param_into_net(network, params, strict_load=True)
 
 
-def network_from_checkpoint(cfg, path, log=print, **build_options):
+def network_from_checkpoint(cfg, path, log=print, recorded_features=False, **build_options):
     """Network sized as the checkpoint says (hidden, layers, direction, lookahead), its weights loaded;
-    `build_options` go to build_network (fast_conv, onnx). Refuses other feature settings."""
+    `build_options` go to build_network (fast_conv, onnx). Refuses other feature settings, or
+    with `recorded_features` puts the checkpoint's recorded ones into cfg.features (a copy the
+    caller owns; serve.py runs a streaming and a bidirectional checkpoint side by side)."""
     param_dict = read_checkpoint(path)
+    if recorded_features and FEATURES_KEY in param_dict:
+        cfg.features.update(json.loads(param_dict[FEATURES_KEY]))
     try:
         hidden, layers, bidirectional, lookahead = infer_model_size(network_params(param_dict))
     except ValueError as err:

@@ -25,14 +25,6 @@ def log(message):
     print(f"serve.py: {message}", file=sys.stderr, flush=True)
 
 
-def with_recorded_features(cfg, path):
-    """A copy of cfg whose features are those the checkpoint `path` records."""
-    from src.checkpoints import recorded_features
-    cfg = copy.deepcopy(cfg)
-    cfg.features.update(recorded_features(path))
-    return cfg
-
-
 class ServedModels:
     """The models of cfg.serve, loaded (UserError, one line, for what cannot be served)."""
 
@@ -65,8 +57,9 @@ class ServedModels:
             from src.checkpoints import network_from_checkpoint
             from src.streaming import chunk_frames
             from src.streaming_step import network_step
-            self.cfg = with_recorded_features(cfg, s.checkpoint)
-            net = network_from_checkpoint(self.cfg, s.checkpoint, log=log, fast_conv=False)
+            self.cfg = copy.deepcopy(cfg)  # the checkpoint's own feature settings go into it
+            net = network_from_checkpoint(self.cfg, s.checkpoint, log=log, fast_conv=False,
+                                          recorded_features=True)
             chunk_frames(self.cfg)  # stream.chunk_ms against the checkpoint's own features
             step, source, backend = network_step(net, self.cfg), s.checkpoint, "mindspore"
         info = step.info
@@ -108,8 +101,9 @@ class ServedModels:
         from src.deepspeech2 import InferenceNet
         from src.transcription import Transcriber
         path = cfg.serve.offline_checkpoint
-        offline_cfg = with_recorded_features(cfg, path)
-        net = network_from_checkpoint(offline_cfg, path, log=log, fast_conv=False)
+        offline_cfg = copy.deepcopy(cfg)
+        net = network_from_checkpoint(offline_cfg, path, log=log, fast_conv=False,
+                                      recorded_features=True)
         lstm = net.RNN.lstms[0]
         model = {"source": os.path.basename(path), "backend": "mindspore", "streaming": False,
                  "hidden_size": lstm.hidden_size, "num_layers": len(net.RNN.lstms),
