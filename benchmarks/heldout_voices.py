@@ -20,14 +20,15 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+SPEED = ["--speed_perturb=true", "--speed_perturb_from_epoch=1"]  # from the first epoch, as measured
 SETTINGS = {
     "none": [],
     "spec": ["--spec_augment=true"],
-    "speed": ["--speed_perturb=true"],
+    "speed": SPEED,
     "gain": ["--gain_perturb=true"],
-    "speed+gain": ["--speed_perturb=true", "--gain_perturb=true"],
-    "speed+spec": ["--speed_perturb=true", "--spec_augment=true"],
-    "speed+gain+spec": ["--speed_perturb=true", "--gain_perturb=true", "--spec_augment=true"],
+    "speed+gain": [*SPEED, "--gain_perturb=true"],
+    "speed+spec": [*SPEED, "--spec_augment=true"],
+    "speed+gain+spec": [*SPEED, "--gain_perturb=true", "--spec_augment=true"],
 }
 
 

@@ -541,7 +541,7 @@ def model_size(path):
     from src.checkpoints import network_params, read_checkpoint
     from src.deepspeech2 import infer_model_size
     params = network_params(read_checkpoint(path))
-    hidden, layers, _, _ = infer_model_size(params)
+    hidden, layers = infer_model_size(params)[:2]
     return hidden, layers, sum(int(v.size) for v in params.values())
 
 

@@ -141,6 +141,7 @@ class Augmenter:
         self.noise = noise_files(aug.noise_dir) if aug.noise_dir else []
         self.speed = bool(aug.speed_perturb)
         self.factors = [float(f) for f in aug.speed_factors] if self.speed else [1.0]
+        self.speed_from = aug.speed_perturb_from_epoch - 1  # 0-based: the planner's epochs
 
     @property
     def on_wave(self):

@@ -86,6 +86,10 @@ def load_weights(network, param_dict, source="checkpoint"):
         problems.append(f"unexpected {len(unexpected)}: {', '.join(unexpected[:5])}")
     if wrong:
         problems.append(f"shape mismatch {len(wrong)}: {'; '.join(wrong[:5])}")
+    if missing == ["fc.module.bias"] and not unexpected and not wrong:
+        problems.append("it was trained without an output bias: add --blank_bias=0")
+    elif unexpected == ["fc.module.bias"] and not missing and not wrong:
+        problems.append("it was trained with an output bias: add --blank_bias=4")
     if problems:
         raise CheckpointError(f"{source} does not fit this network: {' | '.join(problems)}")
     ms.load_param_into_net(network, params, strict_load=True)
@@ -100,7 +104,8 @@ def network_from_checkpoint(cfg, path, log=print, recorded_features=False, **bui
     if recorded_features and FEATURES_KEY in param_dict:
         cfg.features.update(json.loads(param_dict[FEATURES_KEY]))
     try:
-        hidden, layers, bidirectional, lookahead = infer_model_size(network_params(param_dict))
+        hidden, layers, bidirectional, lookahead, bias = infer_model_size(
+            network_params(param_dict))
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from None
     if (hidden, layers, bidirectional, lookahead) != (
@@ -111,7 +116,7 @@ def network_from_checkpoint(cfg, path, log=print, recorded_features=False, **bui
             "config's")
     check_features(param_dict, cfg.features, path)
     network = build_network(cfg, hidden, layers, bidirectional, lookahead=lookahead,
-                            **build_options)
+                            output_bias=bias, **build_options)
     load_weights(network, param_dict, source=path)
     return network
 

@@ -321,7 +321,8 @@ class BatchSource(EpochPlanner):
         Batching; augmenter: an Augmenter (its speed factors are planned) or None."""
         factors = augmenter.factors if augmenter else [1.0]
         super().__init__([u.frames for u in utts], [u.label for u in utts],
-                         stft_params(features)[1], batching, factors)
+                         stft_params(features)[1], batching, factors,
+                         augmenter.speed_from if augmenter else 0)
         self.utts, self.features, self.augmenter = utts, features, augmenter
 
     def batch_utterances(self, step):

@@ -14,7 +14,8 @@ The two optional stages make a streaming model (src/streaming.py) and add parame
 so the zoo's checkpoints keep their exact names: features.normalize=global adds `norm.mean` and
 `norm.std` (F,), the training set's per-frequency statistics, applied here (the features fed to
 the network are then un-normalised log-spectrograms); model.lookahead=L > 0 adds
-`lookahead.weight` (L + 1, H).
+`lookahead.weight` (L + 1, H). A third, model.blank_bias, is a training choice: it adds the
+output bias `fc.module.bias` (n_class,) the zoo's classifier lacks.
 """
 import mindspore as ms
 import numpy as np
@@ -239,19 +240,27 @@ class DeepSpeechModel(nn.Cell):
     them with separate Pad ops (ConvFrontEnd); cpu_batch1 (CPU, not export) runs inference on
     a batch of one with oneDNN's inference LSTM kernel (MaskedLSTM); same parameters and results.
     global_norm adds GlobalNorm (`norm`, x is then un-normalised), lookahead L > 0 adds
-    Lookahead (`lookahead`); without them the parameters are exactly the zoo's.
+    Lookahead (`lookahead`), blank_bias (a float) an output bias `fc.module.bias` (n_class,)
+    starting at blank_bias for the blank and 0 for the others; without them the parameters are
+    exactly the zoo's.
     """
 
     def __init__(self, n_class=29, hidden_size=1024, num_layers=5, bidirectional=True,
                  n_freq=161, fast_conv=False, onnx=False, cpu_batch1=False, lookahead=0,
-                 global_norm=False):
+                 global_norm=False, blank_bias=None):
         super().__init__()
         self.norm = GlobalNorm(n_freq) if global_norm else None
         self.conv = ConvFrontEnd(fast_conv=fast_conv, onnx=onnx)
         rnn_input = CONV_SPEC[-1].out_channels * conv_out_size(n_freq, 0, CONV_SPEC)
         self.RNN = StackedRNN(rnn_input, hidden_size, num_layers, bidirectional, cpu_batch1)
         self.lookahead = Lookahead(hidden_size, lookahead) if lookahead else None
-        self.fc = SequenceWise(nn.Dense(hidden_size, n_class, has_bias=False))
+        self.fc = SequenceWise(nn.Dense(hidden_size, n_class, has_bias=blank_bias is not None))
+        if blank_bias is not None:
+            # CTC blank = last class: the network starts out emitting mostly blanks, where CTC
+            # training would first have to drive it (the "blank plateau"), the others at 0
+            bias = np.zeros(n_class, np.float32)
+            bias[-1] = blank_bias
+            self.fc.module.bias.set_data(Tensor(bias))
 
     def construct(self, x, lengths):
         out_lengths = conv_out_size(lengths, 1, self.conv.spec)  # = output_lengths(lengths)
@@ -299,8 +308,9 @@ class CTCLossCell(nn.Cell):
 
 
 def infer_model_size(param_dict):
-    """(hidden_size, num_layers, bidirectional, lookahead) read from checkpoint parameter
-    names/shapes (lookahead 0: no `lookahead.weight`, as in the zoo's)."""
+    """(hidden_size, num_layers, bidirectional, lookahead, output_bias) read from checkpoint
+    parameter names/shapes (lookahead 0: no `lookahead.weight`; output_bias False: no
+    `fc.module.bias`; both as in the zoo's)."""
     key = "RNN.lstms.0.weight_hh_l0"
     if key not in param_dict:
         raise ValueError(f"not a DeepSpeech2 checkpoint: it has no parameter '{key}'")
@@ -311,13 +321,14 @@ def infer_model_size(param_dict):
     bidirectional = "RNN.lstms.0.weight_hh_l0_reverse" in param_dict
     lookahead = param_dict.get("lookahead.weight")
     lookahead = 0 if lookahead is None else int(lookahead.shape[0]) - 1  # (L + 1, H)
-    return hidden, layers, bidirectional, lookahead
+    return hidden, layers, bidirectional, lookahead, "fc.module.bias" in param_dict
 
 
 def build_network(cfg, hidden_size=None, num_layers=None, bidirectional=None, fast_conv=None,
-                  onnx=False, lookahead=None):
+                  onnx=False, lookahead=None, output_bias=None):
     """DeepSpeechModel sized by the arguments, else by cfg.model; with GlobalNorm when
-    cfg.features.normalize is global.
+    cfg.features.normalize is global. The output bias is there when `output_bias` (a checkpoint
+    that has one) or, when None, when cfg.model.blank_bias is not 0 (it starts at that value).
 
     fast_conv defaults to src.env.uses_fast_conv(cfg): the CPU numpy convs for training and
     evaluation, never on GPU/Ascend (export passes False). onnx=True (an ONNX export) pads the
@@ -326,6 +337,8 @@ def build_network(cfg, hidden_size=None, num_layers=None, bidirectional=None, fa
     labels = load_labels(cfg.labels_path)
     if fast_conv is None:
         fast_conv = uses_fast_conv(cfg)
+    if output_bias is None:
+        output_bias = cfg.model.blank_bias != 0
     return DeepSpeechModel(
         n_class=len(labels),
         hidden_size=cfg.model.hidden_size if hidden_size is None else hidden_size,
@@ -336,4 +349,5 @@ def build_network(cfg, hidden_size=None, num_layers=None, bidirectional=None, fa
         onnx=onnx,
         cpu_batch1=cfg.device_target == "CPU" and cfg.entry != "export",
         lookahead=cfg.model.lookahead if lookahead is None else lookahead,
-        global_norm=cfg.features.normalize == "global")
+        global_norm=cfg.features.normalize == "global",
+        blank_bias=float(cfg.model.blank_bias) if output_bias else None)

@@ -163,17 +163,20 @@ class EpochPlanner:
     bound) and padded to the run's bounds, which are those of every utterance at the slowest
     factor: the k-th longest batch of any epoch is no longer than the k-th of that worst case,
     so nothing is cropped. An utterance whose transcript would not fit CTC at a faster factor
-    keeps 1.0 when that factor is drawn (counted: speed_kept). Without speed perturbation every
-    epoch has the same batches (only their order changes).
+    keeps 1.0 when that factor is drawn (counted: speed_kept). Epochs before `speed_from`
+    (0-based) play every utterance at 1.0. Without speed perturbation every epoch has the same
+    batches (only their order changes).
     """
 
-    def __init__(self, frames, labels, hop, batching, factors=(1.0,)):
+    def __init__(self, frames, labels, hop, batching, factors=(1.0,), speed_from=0):
         """frames (N,) spectrogram frames per utterance, labels N label sequences, hop the STFT
-        hop in samples, batching a Batching, factors the speed factors drawn from."""
+        hop in samples, batching a Batching, factors the speed factors drawn from from epoch
+        `speed_from` on."""
         if not len(frames):
             raise ManifestError("no usable utterances")
         self.frames, self.hop, self.batching = np.asarray(frames), hop, batching
         self.factors = np.array(factors, float)  # (K,)
+        self.speed_from = speed_from
         self._fits = self._ctc_fits(ctc_steps(labels))  # (N, K): factor k keeps n trainable
         self.speed_kept = int((~self._fits).any(axis=1).sum())
         self.bounds, self.label_width = self._shapes(
@@ -238,9 +241,10 @@ class EpochPlanner:
         return bounds, widths
 
     def epoch_factors(self, epoch):
-        """(N,) speed factor of every utterance in `epoch` (1.0 without speed perturbation)."""
+        """(N,) speed factor of every utterance in `epoch` (1.0 without speed perturbation, or
+        before epoch `speed_from`)."""
         n = len(self.frames)
-        if len(self.factors) == 1 and self.factors[0] == 1.0:
+        if (len(self.factors) == 1 and self.factors[0] == 1.0) or epoch < self.speed_from:
             return np.ones(n)
         rng = np.random.default_rng([self.batching.seed, epoch, 1])
         pick = rng.integers(0, len(self.factors), n)

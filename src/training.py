@@ -159,13 +159,16 @@ def load_training_data(cfg, rank, group_size, logger):
 
 def build_model(cfg, group_size, steps_per_epoch, blank, logger):
     """Network (optionally from pretrained weights), lr schedule and train step."""
-    network = build_network(cfg)
     if cfg.train.pre_trained_model_path:
         path = cfg.train.pre_trained_model_path
         params = read_checkpoint(path)
         check_features(params, cfg.features, path)
+        # its output layer as it is (the zoo's has no bias): model.blank_bias only initialises
+        network = build_network(cfg, output_bias="fc.module.bias" in params)
         load_weights(network, params, source=path)
         logger.info("weights loaded from %s", cfg.train.pre_trained_model_path)
+    else:
+        network = build_network(cfg)
     if cfg.train.freeze:
         frozen = freeze(network, cfg.train.freeze)
         trained = sum(p.size for p in network.trainable_params())
@@ -176,7 +179,8 @@ def build_model(cfg, group_size, steps_per_epoch, blank, logger):
         lr_init *= group_size  # the global batch is group_size x batch_size
         logger.info("learning rate scaled to %g for %d devices", lr_init, group_size)
     lr = get_lr(lr_init, cfg.train.epochs, steps_per_epoch,
-                cfg.train.warmup_steps, cfg.train.hold_epochs, cfg.train.lr_anneal)
+                cfg.train.warmup_steps, cfg.train.hold_epochs, cfg.train.lr_anneal,
+                cfg.train.lr_schedule)
     train_step = build_train_step(network, build_optimizer(network, cfg, lr), cfg, blank)
     train_step.set_train(True)
     return network, lr, train_step

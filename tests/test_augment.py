@@ -94,7 +94,7 @@ def corpus(tmp_path, texts=None, durations=None):
 
 
 def source(manifest, *overrides, epochs=4, batch_size=2, num_buckets=3):
-    cfg = load_config(["--speed_perturb=true", *overrides])
+    cfg = load_config(["--speed_perturb=true", "--speed_perturb_from_epoch=1", *overrides])
     utts, _ = load_utterances(manifest, cfg.features, make_encoder(cfg))
     aug = Augmenter(cfg.augment, SR)
     batching = Batching(batch_size, num_buckets, epochs=epochs, shuffle=True, seed=5)

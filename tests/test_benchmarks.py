@@ -172,3 +172,48 @@ def test_serve_load_benchmark_reports_each_client_count_and_the_sustained_one(sa
     assert all(line["kept_up"] and line["close_latency_s"]["max"] >= 0 for line in lines[:2])
     assert 1 <= lines[1]["mean_batch"] <= 2
     assert lines[2]["sustained_streams"] == 2 and lines[2]["chunk_ms"] == 120
+
+
+def test_time_to_accuracy_reports_runs_consistently_with_their_files(sample_data, tmp_path):
+    """One tiny configuration, one epoch, target 100 % (reached at the first validation): its
+    JSON line agrees with the run's metrics.jsonl and eval summary, and an earlier row at the
+    same target stays in results.jsonl, table.md and the picture (another target's is dropped)."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text("model:\n  hidden_size: 16\n  num_layers: 1\ndata:\n  batch_size: 16\n"
+                      "augment:\n  speed_perturb: false\n")
+    out = tmp_path / "tta"
+    out.mkdir()
+    earlier = {"config": "no_speed", "seed": 1, "epochs": 1, "what": "kept", "target_cer": 100.0,
+               "machine": "m",
+               "minutes_to_target": 1.5, "epochs_to_target": 1, "ms_per_step": 10.0,
+               "peak_memory_mib": 1, "val_cer": [90.0], "val_minutes": [1.5],
+               "final": {"seen_voices_test": {"cer": 80.0}, "heldout_voices": {"cer": 85.0}}}
+    other_target = {**earlier, "config": "cosine", "target_cer": 35.0}
+    (out / "results.jsonl").write_text(json.dumps(earlier) + "\n" + json.dumps(other_target) + "\n")
+    proc = run([sys.executable, os.path.join(REPO, "benchmarks", "time_to_accuracy.py"),
+                "--config_path", str(config),
+                "--configs", "blank_bias_4", "--epochs", "1", "--target", "100",
+                "--data_dir", str(sample_data), "--out", str(out)], cwd=tmp_path)
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["config"] == "blank_bias_4" and got["flags"] == ["--blank_bias=4"]
+    where = out / "blank_bias_4_seed1"
+    with open(where / "log" / "metrics.jsonl", encoding="utf-8") as f:
+        records = [json.loads(line) for line in f]
+    validation = [r for r in records if "val_cer" in r]
+    assert got["val_cer"] == [round(r["val_cer"], 2) for r in validation] and len(validation) == 1
+    assert got["steps"] == got["steps_to_target"] == validation[0]["step"]
+    assert got["minutes_to_target"] == got["val_minutes"][0] <= got["train_minutes"]
+    assert got["epochs_to_target"] == 1 and got["peak_memory_mib"] > 100
+    with open(where / "eval" / "summary.json", encoding="utf-8") as f:
+        summary = json.load(f)["results"]
+    for name in ("seen_voices_test", "heldout_voices"):
+        assert got["final"][name]["cer"] == round(summary[name]["cer"], 2)
+    from src.checkpoints import read_checkpoint  # the blank_bias flag reached the network
+    ckpt = sorted((where / "ckpt").glob("DeepSpeech-1_*.ckpt"))[0]
+    assert "fc.module.bias" in read_checkpoint(str(ckpt))
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["config"] for r in rows] == ["no_speed", "blank_bias_4"]
+    table = (out / "table.md").read_text()
+    assert "| no_speed | kept | 1 | 1 | 1.5 | 1.0 | 90.0 % | 80.0 / 85.0 % |" in table
+    assert "cosine" not in table
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -64,6 +64,18 @@ def test_lr_schedule_hand_computed():
     np.testing.assert_allclose(flat, [0.1 / 1.1, 0.1 / 1.1 ** 2, 0.1 / 1.1 ** 3], rtol=1e-6)
 
 
+def test_cosine_schedule_hand_computed():
+    """6 steps, warm-up 2: the ramp (s + 1) / 2 over the peak, then (1 + cos(pi (s - 2) / 4)) / 2."""
+    lr = get_lr(2.0, total_epochs=2, steps_per_epoch=3, warmup_steps=2, schedule="cosine")
+    c45 = np.cos(np.pi / 4)
+    want = [1.0, 2.0, 2.0, 1 + c45, 1.0, 1 - c45]
+    np.testing.assert_allclose(lr, want, rtol=1e-6)
+    no_warmup = get_lr(1.0, total_epochs=1, steps_per_epoch=4, schedule="cosine")
+    np.testing.assert_allclose(no_warmup, [1.0, (1 + c45) / 2, 0.5, (1 - c45) / 2], rtol=1e-6)
+    with pytest.raises(ValueError, match="unknown schedule"):
+        get_lr(1.0, 1, 1, schedule="linear")
+
+
 def test_optimizer_steps_by_the_schedule(ms_context):
     """With beta1, beta2 ~ 0 every Adam update is lr * sign(grad): its size is the step's lr."""
     lr = get_lr(1e-3, total_epochs=3, steps_per_epoch=2, warmup_steps=2, hold_epochs=1, anneal=2.0)

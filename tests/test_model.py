@@ -228,12 +228,12 @@ def test_lookahead_convolution_matches_numpy(ms_context):
 
 
 def test_streaming_options_add_only_their_parameters(ms_context):
-    """lookahead 0 and per-utterance normalisation (the defaults): exactly the zoo's names;
+    """lookahead 0, per-utterance normalisation and no output bias: exactly the zoo's names;
     lookahead L and global normalisation add lookahead.weight (L + 1, H) and norm.mean/std (F,)
     (not trained)."""
     from src.config import load_config
     from src.deepspeech2 import build_network
-    small = ["--hidden_size=8", "--num_layers=2"]
+    small = ["--hidden_size=8", "--num_layers=2", "--blank_bias=0"]
     plain = build_network(load_config(small))
     assert {p.name: tuple(p.shape) for p in plain.get_parameters()} == zoo_shapes(8, 2)
     net = build_network(load_config([*small, "--lookahead=3", "--normalize=global"]))
@@ -243,6 +243,39 @@ def test_streaming_options_add_only_their_parameters(ms_context):
     assert extra == {"lookahead.weight": (4, 8), "norm.mean": (161,), "norm.std": (161,)}
     trained = {p.name for p in net.trainable_params()}
     assert "lookahead.weight" in trained and not {"norm.mean", "norm.std"} & trained
+
+
+def test_blank_bias_starts_the_network_on_blanks_and_comes_back_from_checkpoints(ms_context,
+                                                                                 tmp_path):
+    """model.blank_bias b adds fc.module.bias = (0, ..., 0, b): every frame's logits are the
+    bias-free network's plus b on the blank (checked against the same weights without it); a
+    checkpoint with the bias rebuilds it whatever the config says."""
+    import mindspore as ms
+
+    from src.checkpoints import network_from_checkpoint, save_network
+    from src.config import load_config
+    from src.deepspeech2 import build_network
+    small = ["--hidden_size=8", "--num_layers=1"]
+    net = build_network(load_config([*small, "--blank_bias=4"]))
+    plain = build_network(load_config([*small, "--blank_bias=0"]))
+    assert {p.name for p in net.get_parameters()} - {p.name for p in plain.get_parameters()} \
+        == {"fc.module.bias"}
+    ms.load_param_into_net(plain, {p.name: p for p in net.get_parameters()
+                                   if p.name != "fc.module.bias"})
+    x = ms.Tensor(np.random.default_rng(0).normal(size=(2, 1, 161, 40)).astype(np.float32))
+    lengths = ms.Tensor(np.array([40, 31], np.int32))
+    net.set_train(False)
+    plain.set_train(False)
+    offset = net(x, lengths)[0].asnumpy() - plain(x, lengths)[0].asnumpy()  # (T', B, 29)
+    np.testing.assert_allclose(offset[..., :-1], 0.0, atol=1e-5)
+    np.testing.assert_allclose(offset[..., -1], 4.0, atol=1e-5)
+    save_network(net, str(tmp_path / "bias.ckpt"))
+    loaded = network_from_checkpoint(load_config([*small, "--blank_bias=0"]),
+                                     str(tmp_path / "bias.ckpt"),
+                                     log=lambda _: None)
+    loaded.set_train(False)
+    np.testing.assert_allclose(loaded(x, lengths)[0].asnumpy(), net(x, lengths)[0].asnumpy(),
+                               atol=1e-5)
 
 
 def test_checkpoints_keep_the_lookahead_and_the_global_statistics(ms_context, tmp_path):

@@ -86,6 +86,23 @@ def test_same_seed_and_epoch_same_plan_whatever_was_planned_before():
     assert any(not np.array_equal(other.plan(e).factors, fresh.plan(e).factors) for e in range(3))
 
 
+def test_speed_perturbation_starts_at_its_epoch():
+    """speed_from 2: epochs 0 and 1 play everything at 1.0 (the batches of an unperturbed run),
+    epoch 2 draws the factors a run perturbed from the start draws in that epoch."""
+    frames, labels = corpus(61)
+    settings = Batching(batch_size=4, num_buckets=3, epochs=3, shuffle=True, seed=7)
+    late = EpochPlanner(frames, labels, HOP, settings, SPEEDS, speed_from=2)
+    plain = EpochPlanner(frames, labels, HOP, settings, (1.0,))
+    always = EpochPlanner(frames, labels, HOP, settings, SPEEDS)
+    for epoch in (0, 1):
+        assert (late.epoch_factors(epoch) == 1.0).all()
+        assert [b.tolist() for b in late.plan(epoch).batches] == \
+               [b.tolist() for b in plain.plan(epoch).batches]
+    np.testing.assert_array_equal(late.epoch_factors(2), always.epoch_factors(2))
+    assert len(set(late.epoch_factors(2).tolist())) == 3
+    assert late.bounds.tolist() == always.bounds.tolist()  # padded for the slowest factor
+
+
 def test_sortagrad_visits_the_first_epoch_shortest_first():
     p = planner(sortagrad=True, factors=(1.0,))
     pads = p.plan(0).pads[p.epoch_order(0)]

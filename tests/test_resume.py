@@ -27,17 +27,17 @@ def steps(out):
 
 
 def test_kill_9_and_resume_matches_uninterrupted_run(ms_context, sample_data, tmp_path):
-    """With every augmentation on (SoX speed, gain, noise, SpecAugment) and 2 batches per
-    optimizer step: the resumed run must draw the uninterrupted run's augmentations, and the
-    steps and lr schedule count optimizer steps."""
+    """With every augmentation on (SoX speed from epoch 2, the one the kill falls in; gain,
+    noise, SpecAugment) and 2 batches per optimizer step: the resumed run must draw the
+    uninterrupted run's augmentations, and the steps and lr schedule count optimizer steps."""
     from src.lr_generator import get_lr
     train = head(sample_data / "libri_train_manifest.csv", tmp_path / "train.csv", 10)
     (tmp_path / "noise").mkdir()
     hum = np.sin(np.arange(6000) * 0.05) * 8000
     sf.write(tmp_path / "noise/hum.wav", hum.astype(np.int16), 16000)
     ref, crash = tmp_path / "ref", tmp_path / "crash"
-    augmented = ["--spec_augment=true", "--speed_perturb=true", "--gain_perturb=true",
-                 f"--noise_dir={tmp_path / 'noise'}", "--accumulate_steps=2"]
+    augmented = ["--spec_augment=true", "--speed_perturb=true", "--speed_perturb_from_epoch=2",
+                 "--gain_perturb=true", f"--noise_dir={tmp_path / 'noise'}", "--accumulate_steps=2"]
     run(train_cmd(train, ref, *augmented))
     final = "DeepSpeech-3_3.ckpt"  # 10 utterances / 2 = 5 batches = 3 optimizer steps per epoch
     assert (ref / "ckpt" / final).is_file()

@@ -19,7 +19,7 @@ from src.word_times import clip_event
 from transcribe import split_command_line
 
 HIDDEN = 16
-SIZE = ["--hidden_size=16", "--num_layers=2"]
+SIZE = ["--hidden_size=16", "--num_layers=2", "--blank_bias=0"]  # random read-outs below
 STREAMING = [*SIZE, "--bidirectional=false", "--normalize=global", "--lookahead=2"]
 SPACE_BIAS = 0.3  # the classifier's space logit gets about this much more: the greedy path has
                   # runs of spaces (measured ~50 % / 20 % of the frames of the two utterances)

@@ -199,6 +199,9 @@ def silence_speaks_space(ms, net, cfg, wave, silent):
         value = params[last + name].asnumpy().copy()
         value[gates] = [10, -10, 10, 10] if name == "bias_ih_l0" else 0  # h_k = tanh(1) x 1
         params[last + name].set_data(ms.Tensor(value))
+    if "fc.module.bias" in params:  # model.blank_bias: no offset in the read-out below
+        bias = params["fc.module.bias"]
+        bias.set_data(ms.Tensor(np.zeros(bias.shape, np.float32)))
     fc = params["fc.module.weight"]
     weights = fc.asnumpy().copy()
     fc.set_data(ms.Tensor(np.eye(*weights.shape, dtype=np.float32)))  # logits = hidden outputs

@@ -79,6 +79,14 @@ function microphoneError(err) {
 const UNREACHABLE = "Cannot reach the server: is serve.py still running? Start it, reload " +
   "the page and try again.";
 
+async function reachable() {
+  try {
+    return (await fetch("/healthz", {cache: "no-store"})).ok;
+  } catch (err) {
+    return false;
+  }
+}
+
 function recorderButtons(recording) {
   $("record").disabled = recording;
   $("record").classList.toggle("recording", recording);
@@ -119,9 +127,12 @@ async function record() {
     if (media) media.getTracks().forEach((t) => t.stop());
     context.close();
     recorderButtons(false);
-    setState("ready");
-    showError(media ? `The page's recorder could not start: ${err.message}` :
-      microphoneError(err));
+    // the worklet script comes from the server: a server gone since the page loaded is the
+    // likelier cause, and the one the user can fix
+    const gone = media !== undefined && !(await reachable());
+    if (gone) setState("not connected", "failed"); else setState("ready");
+    showError(!media ? microphoneError(err) : gone ? UNREACHABLE :
+      `The page's recorder could not start: ${err.message}`);
     return;
   }
   if (context.state === "suspended") context.resume();
